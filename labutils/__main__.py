@@ -1,0 +1,3 @@
+from labutils.cli import main
+
+raise SystemExit(main())
