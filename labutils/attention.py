@@ -1,0 +1,146 @@
+"""Attention, the lecture's step 3: Softmax(QKᵀ/√d)V, one head and many, with a key/value cache.
+
+Masks in this module are boolean and **True where attention is NOT allowed** (a ``<pad>`` key, a future
+position), the same convention as the padding masks of :mod:`labutils.tokens`. PyTorch's own
+``F.scaled_dot_product_attention`` uses the opposite convention (True = may attend); the fast path below
+inverts the mask once, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def causal_mask(L: int, device: torch.device | str | None = None) -> Tensor:
+    """The decoder's look-ahead mask ``(L, L)``: True above the diagonal (position i may not see j > i)."""
+    return torch.ones(L, L, dtype=torch.bool, device=device).triu(1)
+
+
+def _causal_mask(Lq: int, Lk: int, device: torch.device | str | None = None) -> Tensor:
+    """Look-ahead mask ``(Lq, Lk)`` for the last ``Lq`` of ``Lk`` positions (queries come after a cache)."""
+    return torch.ones(Lq, Lk, dtype=torch.bool, device=device).triu(Lk - Lq + 1)
+
+
+def scaled_dot_product_attention(
+    Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Softmax(QKᵀ/√d)V, written out so the attention weights can be looked at.
+
+    ``Q`` ``(..., Lq, d)``, ``K`` ``(..., Lk, d)``, ``V`` ``(..., Lk, dv)``; ``mask`` boolean, broadcastable to
+    ``(..., Lq, Lk)``, True where attention is NOT allowed. Returns ``out`` ``(..., Lq, dv)`` and the weights
+    ``(..., Lq, Lk)`` (before dropout; every row sums to one). A query that may attend to nothing (a fully
+    masked row) gets zero weights and a zero output instead of NaN.
+    """
+    d = Q.size(-1)
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(d)  # (..., Lq, Lk)
+    if mask is not None:
+        mask = mask.to(torch.bool)
+        nowhere = mask.all(dim=-1, keepdim=True)  # (..., Lq, 1) rows that may attend to nothing
+        # Unmask those rows before the softmax (no -inf - -inf = NaN), then zero them after.
+        scores = scores.masked_fill(mask & ~nowhere, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).masked_fill(nowhere, 0.0)  # (..., Lq, Lk)
+    else:
+        weights = torch.softmax(scores, dim=-1)  # (..., Lq, Lk)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    return dropped @ V, weights
+
+
+@dataclass
+class AttentionCache:
+    """Keys and values one attention block has already computed, for incremental decoding.
+
+    Self-attention appends the new positions' ``K``/``V`` at every step; cross-attention (``static=True``)
+    computes ``K``/``V`` of the encoder memory once and reuses them.
+    """
+
+    K: Tensor | None = None  # (B, H, L, d_head)
+    V: Tensor | None = None  # (B, H, L, d_head)
+    static: bool = False
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep (and reorder, repeat) the batch rows ``index`` (beam search, dropping finished sequences)."""
+        if self.K is not None:
+            self.K = self.K.index_select(0, index)
+            self.V = self.V.index_select(0, index)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: ``n_heads`` heads of size ``d_model / n_heads`` side by side, then ``out_proj``."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _split(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, L, d_head)
+
+    def _project_qkv(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if query is key and key is value:  # self-attention: one matrix product instead of three
+            W = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3d, d)
+            b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])  # (3d,)
+            return F.linear(query, W, b).chunk(3, dim=-1)
+        return self.q_proj(query), self.k_proj(key), self.v_proj(value)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_pad_mask: Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+        cache: AttentionCache | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` ``(B, Lq, d_model)`` to ``key``/``value`` ``(B, Lk, d_model)``.
+
+        ``key_pad_mask`` ``(B, Lk)`` is True at ``<pad>`` keys; with a ``cache`` it covers every key, cached
+        ones included. ``causal`` forbids looking ahead (queries are the last ``Lq`` positions). Returns the
+        output ``(B, Lq, d_model)`` and, with ``need_weights``, the per-head weights ``(B, H, Lq, Lk)``;
+        without them the fused ``F.scaled_dot_product_attention`` does the work.
+        """
+        if cache is not None and cache.static and cache.K is not None:
+            Q, K, V = self._split(self.q_proj(query)), cache.K, cache.V  # memory K/V computed once
+        else:
+            q, k, v = self._project_qkv(query, key, value)
+            Q, K, V = self._split(q), self._split(k), self._split(v)  # (B, H, L, d_head)
+            if cache is not None:
+                if not cache.static and cache.K is not None:
+                    K = torch.cat([cache.K, K], dim=2)  # (B, H, L_past + Lk, d_head)
+                    V = torch.cat([cache.V, V], dim=2)
+                cache.K, cache.V = K, V
+        B, H, Lq, Lk = Q.size(0), self.n_heads, Q.size(2), K.size(2)
+
+        mask = None  # (B or 1, 1, Lq, Lk), True = not allowed
+        if key_pad_mask is not None:
+            if key_pad_mask.shape != (B, Lk):
+                raise ValueError(f"key_pad_mask has shape {tuple(key_pad_mask.shape)}, expected {(B, Lk)}")
+            mask = key_pad_mask[:, None, None, :]
+        if causal and Lq > 1:  # a single new query after a cache may see every key
+            look_ahead = _causal_mask(Lq, Lk, Q.device)[None, None]
+            mask = look_ahead if mask is None else mask | look_ahead
+
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = scaled_dot_product_attention(Q, K, V, mask, dropout_p)  # (B, H, Lq, d_head)
+        elif causal and key_pad_mask is None and Lq == Lk:  # the fused kernel builds the mask itself
+            out = F.scaled_dot_product_attention(Q, K, V, dropout_p=dropout_p, is_causal=True)
+            weights = None
+        else:
+            attn_mask = None if mask is None else ~mask  # PyTorch: True = may attend
+            out = F.scaled_dot_product_attention(Q, K, V, attn_mask=attn_mask, dropout_p=dropout_p)
+            weights = None
+        out = out.transpose(1, 2).reshape(B, Lq, H * self.d_head)  # (B, Lq, d_model)
+        return self.out_proj(out), weights

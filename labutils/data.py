@@ -1,0 +1,412 @@
+"""The course task's data: expressions of the family and their Taylor series, and the shipped data set.
+
+An expression is one *term* ``f(k*x)`` or ``f(k*x)**p``, or two terms joined by ``+ - * /``; it is built
+with sympy and simplified with ``sympy.simplify``, and its source string is sympy's printing without spaces.
+Its target is the series about x = 0 up to ``O(x**6)`` (Laurent where a quotient needs it), printed
+canonically by :func:`labutils.series.format_series`.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import itertools
+import os
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import sympy as sp
+
+from labutils.series import ORDER, UnsupportedExpression, series_text, taylor_coefficients, x
+from labutils.series import format_series as format_series
+from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, tokenize
+
+# ------------------------------------------------------------------------------------- the family
+
+FUNCTION_NAMES = ("sin", "cos", "tan", "sinh", "cosh", "tanh", "exp")
+SYMBOLS = "abcdfghm"  # ``n`` is in the source vocabulary but not in the target one
+OPERATORS = "+-*/"
+P_SINGLE_TERM = 0.1  # share of expressions with a single term
+P_POWER = 0.25  # share of function occurrences raised to a power (2 or 3)
+P_MULTIPLIER = 0.05  # share of arguments k*x multiplied by 2 or 3
+SPLITS = ("train", "validation", "test", "structures")
+
+_PLACEHOLDERS = (sp.Symbol("a"), sp.Symbol("b"))
+
+
+@dataclass(frozen=True)
+class Term:
+    """``function(multiplier*k*x)**power`` where k is the term's symbol slot (0 or 1)."""
+
+    function: str
+    multiplier: int = 1
+    power: int = 1
+    slot: int = 0
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One random member of the family: its shape (terms, operator) and the symbols filling the slots."""
+
+    terms: tuple[Term, ...]
+    operator: str | None
+    symbols: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple:
+        """Everything but the symbol names: draws of one shape simplify the same way."""
+        return (self.terms, self.operator)
+
+
+def draw(rng: random.Random) -> Draw:
+    """Draw one expression of the family."""
+    n_terms = 1 if rng.random() < P_SINGLE_TERM else 2
+    symbols: list[str] = []
+    terms = []
+    for _ in range(n_terms):
+        symbol = rng.choice(SYMBOLS)
+        if symbol not in symbols:
+            symbols.append(symbol)
+        multiplier = rng.choice((2, 3)) if rng.random() < P_MULTIPLIER else 1
+        power = rng.choice((2, 3)) if rng.random() < P_POWER else 1
+        terms.append(Term(rng.choice(FUNCTION_NAMES), multiplier, power, symbols.index(symbol)))
+    operator = rng.choice(OPERATORS) if n_terms == 2 else None
+    return Draw(tuple(terms), operator, tuple(symbols))
+
+
+def _build(terms: Sequence[Term], operator: str | None) -> sp.Expr:
+    parts = [
+        getattr(sp, t.function)(t.multiplier * _PLACEHOLDERS[t.slot] * x) ** t.power for t in terms
+    ]
+    if operator is None:
+        return parts[0]
+    left, right = parts
+    return {"+": left + right, "-": left - right, "*": left * right, "/": left / right}[operator]
+
+
+@functools.lru_cache(maxsize=None)
+def _simplified_shape(shape: tuple) -> tuple[sp.Expr, str | None]:
+    """The simplified expression of a shape (symbols a, b) and its canonical series, computed once."""
+    expr = sp.simplify(_build(*shape))
+    if not expr.has(x):
+        return expr, None
+    try:
+        coeffs = taylor_coefficients(expr)
+    except UnsupportedExpression:
+        return expr, None
+    # Renaming the symbols keeps a coefficient canonical only if its denominator is a monomial.
+    if any(len(sp.Add.make_args(sp.denom(c))) > 1 for c in coeffs.values()):
+        return expr, None
+    return expr, coeffs
+
+
+def simplified(d: Draw) -> sp.Expr:
+    """The draw built with sympy and simplified (symbols renamed after ``simplify`` of the shape)."""
+    expr, _ = _simplified_shape(d.shape)
+    return expr.xreplace(_renaming(d))
+
+
+def _renaming(d: Draw) -> dict:
+    return {p: sp.Symbol(s) for p, s in zip(_PLACEHOLDERS, d.symbols)}
+
+
+class Rejected(Exception):
+    """A candidate pair that is not part of the data set (the reason is counted)."""
+
+
+def pair_of(d: Draw) -> tuple[str, str]:
+    """The (source, target) pair of a draw, or :class:`Rejected` with the reason."""
+    expr, coeffs = _simplified_shape(d.shape)
+    renaming = _renaming(d)
+    expr = expr.xreplace(renaming)
+    if not expr.has(x):
+        raise Rejected("does not depend on x")
+    source = expression_text(expr)
+    _check_vocabulary(source, SOURCE_VOCAB, "source")
+    if coeffs is None:
+        target = series_text(expr)
+    else:
+        target = format_series({k: c.xreplace(renaming) for k, c in coeffs.items()})
+    _check_vocabulary(target, TARGET_VOCAB, "target")
+    return source, target
+
+
+def _check_vocabulary(text: str, vocab, side: str) -> None:
+    try:
+        vocab.encode(tokenize(text))
+    except TokenizationError as error:
+        raise Rejected(f"{side} outside the vocabulary") from error
+
+
+def expression_text(expr: sp.Expr) -> str:
+    """How the data set prints an expression: sympy's printing without spaces."""
+    return str(expr).replace(" ", "")
+
+
+def structure(source: str | sp.Expr) -> str:
+    """The expression with its symbols renamed canonically: the smallest printing over all renamings.
+
+    ``tan(h*x)+sinh(g*x)`` and ``tan(a*x)+sinh(b*x)`` share a structure. Taking the minimum over renamings
+    keeps sympy's name-dependent order of terms from giving one structure two names.
+    """
+    expr = parse_expression(source) if isinstance(source, str) else source
+    symbols = sorted((s for s in expr.free_symbols if s != x), key=str)
+    names = [sp.Symbol(c) for c in SYMBOLS[: len(symbols)]]
+    return min(
+        expression_text(expr.xreplace(dict(zip(symbols, perm)))) for perm in itertools.permutations(names)
+    )
+
+
+# ------------------------------------------------------------------------------------- reading expressions
+
+_LOCALS = {name: sp.Symbol(name) for name in "abcdfghmnx"} | {name: getattr(sp, name) for name in FUNCTION_NAMES}
+
+
+def parse_expression(text: str) -> sp.Expr:
+    """Read an expression written with the lab's tokens; implicit multiplication is allowed (``tan(hx)``).
+
+    Raises :class:`TokenizationError` (unknown character, unbalanced parentheses, tokens outside the
+    source vocabulary) or ``ValueError`` (text that is not an expression) with a one-line message.
+    """
+    tokens = tokenize(text)
+    SOURCE_VOCAB.encode(tokens)
+    explicit = []
+    for token in tokens:
+        if explicit and _ends_operand(explicit[-1]) and _starts_operand(token, explicit[-1]):
+            explicit.append("*")
+        explicit.append(token)
+    try:
+        expr = sp.parse_expr("".join(explicit), local_dict=dict(_LOCALS), global_dict={}, evaluate=True)
+    except Exception as error:  # sympy raises SyntaxError, TypeError, TokenError … for malformed input
+        raise ValueError(f"cannot read {text!r} as an expression") from error
+    if not isinstance(expr, sp.Expr) or expr.has(sp.zoo, sp.nan, sp.oo):
+        raise ValueError(f"cannot read {text!r} as an expression")
+    return expr
+
+
+def _ends_operand(token: str) -> bool:
+    return token == ")" or token.isalnum() and token not in FUNCTION_NAMES
+
+
+def _starts_operand(token: str, previous: str) -> bool:
+    if token.isdigit() and previous.isdigit():
+        return False  # digits of one number
+    return token == "(" or token.isalnum()
+
+
+def normalize(text: str) -> str:
+    """An expression as the data set prints it (``tan(hx)+sinh(gx)`` → ``tan(h*x)+sinh(g*x)``)."""
+    return expression_text(parse_expression(text))
+
+
+# ------------------------------------------------------------------------------------- generation
+
+
+def candidate(seed: int, index: int) -> Draw:
+    """Candidate ``index`` of a run with ``seed``: drawn from a generator seeded by both, so any worker can make it."""
+    return draw(random.Random(f"labutils:{seed}:{index}"))
+
+
+def _make(seed: int, index: int) -> tuple[str, str]:
+    return pair_of(candidate(seed, index))
+
+
+def _target_of_source(text: str) -> tuple[str, str]:
+    expr = parse_expression(text)
+    return expression_text(expr), series_text(expr)
+
+
+@dataclass
+class Report:
+    """What a generation run did: pairs made, and candidates dropped, by reason."""
+
+    made: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        drops = ", ".join(f"{n} {reason}" for reason, n in self.dropped.most_common()) or "none"
+        return f"{self.made} pairs; dropped: {drops}"
+
+
+def generate_pairs(
+    n: int,
+    seed: int,
+    workers: int = 1,
+    timeout: float = 30.0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[tuple[str, str]], Report]:
+    """``n`` unique pairs (by source), the same for any number of workers.
+
+    Candidates are numbered; candidate i is drawn from a generator seeded by (seed, i) and accepted in
+    index order, so the result does not depend on which worker computed what. Each candidate gets
+    ``timeout`` seconds; a time-out is counted, never fatal.
+    """
+    if n < 1:
+        raise ValueError("the number of pairs must be at least 1")
+    from labutils.pool import TimedPool
+
+    report = Report()
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    with TimedPool(workers, timeout) as pool:
+        for outcome in pool.map_ordered(_make, ((seed, i) for i in itertools.count()), key=_shape_key(seed)):
+            if outcome.error is not None:
+                report.dropped[outcome.error] += 1
+                continue
+            source, target = outcome.value
+            if source in seen:
+                report.dropped["duplicate"] += 1
+                continue
+            seen.add(source)
+            pairs.append((source, target))
+            report.made += 1
+            if progress:
+                progress(1)
+            if len(pairs) == n:
+                break
+    return pairs, report
+
+
+def _shape_key(seed: int) -> Callable[[tuple], int]:
+    """Send candidates of one shape to one worker, so each worker simplifies a shape once."""
+
+    def key(arguments: tuple) -> int:
+        digest = hashlib.blake2b(repr(candidate(*arguments).shape).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    return key
+
+
+def pairs_for_sources(
+    sources: Sequence[str], workers: int = 1, timeout: float = 30.0, progress=None
+) -> list[tuple[int, str | None, str | None, str | None]]:
+    """Targets for given sources: ``(line, source, target, error)`` for each, in order."""
+    from labutils.pool import TimedPool
+
+    results = []
+    with TimedPool(workers, timeout) as pool:
+        for line, outcome in enumerate(pool.map_ordered(_target_of_source, ((s,) for s in sources)), start=1):
+            if outcome.error is None:
+                results.append((line, *outcome.value, None))
+            else:
+                results.append((line, None, None, outcome.error))
+            if progress:
+                progress(1)
+    return results
+
+
+# ------------------------------------------------------------------------------------- files
+
+
+def write_pairs(path: str | Path, pairs: Iterable[tuple[str, str]]) -> None:
+    """Write ``source<TAB>target`` lines atomically (gzip if the name ends in .gz): all or nothing."""
+    path = Path(path)
+    text = "".join(f"{s}\t{t}\n" for s, t in pairs).encode()
+    if path.suffix == ".gz":
+        text = gzip.compress(text, mtime=0)  # mtime=0: the same pairs give the same bytes
+    _atomic_write(path, text)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """Read ``source<TAB>target`` lines; a malformed line raises ValueError naming the file and line."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return _parse_pairs(f, str(path))
+
+
+def _parse_pairs(lines: Iterable[str], name: str) -> list[tuple[str, str]]:
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0] or not fields[1]:
+            raise ValueError(f"{name}, line {number}: expected 'source<TAB>target', got {line[:60]!r}")
+        pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+@functools.lru_cache(maxsize=None)
+def _load_split(split: str) -> tuple[tuple[str, str], ...]:
+    data = resources.files("labutils") / "datasets" / f"{split}.tsv.gz"
+    with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+        return tuple(_parse_pairs(f, f"labutils/datasets/{split}.tsv.gz"))
+
+
+def load_pairs(split: str) -> list[tuple[str, str]]:
+    """The shipped data set's pairs of one split: ``train``, ``validation``, ``test`` or ``structures``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    return list(_load_split(split))
+
+
+# ------------------------------------------------------------------------------------- splits
+
+
+def split_pairs(
+    pairs: Sequence[tuple[str, str]],
+    seed: int,
+    n_test: int = 5000,
+    n_validation: int = 2000,
+    structure_share: float = 0.03,
+) -> dict[str, list[tuple[str, str]]]:
+    """Split unique pairs into the four splits.
+
+    About ``structure_share`` of the structures (chosen by a hash of the structure, so the choice does not
+    depend on the order of the pairs) form the ``structures`` split; of the rest, ``n_test`` and
+    ``n_validation`` random pairs form the test and validation splits, and the remainder is for training.
+    """
+    structures_split, rest = [], []
+    for pair in pairs:
+        digest = hashlib.sha256(f"{seed}:{structure(pair[0])}".encode()).digest()
+        held_out = int.from_bytes(digest[:8], "big") / 2**64 < structure_share
+        (structures_split if held_out else rest).append(pair)
+    rest = sorted(rest)
+    random.Random(seed).shuffle(rest)
+    if len(rest) < n_test + n_validation + 1:
+        raise ValueError(f"{len(rest)} pairs are too few for {n_test} test and {n_validation} validation pairs")
+    return {
+        "test": rest[:n_test],
+        "validation": rest[n_test : n_test + n_validation],
+        "train": rest[n_test + n_validation :],
+        "structures": sorted(structures_split),
+    }
+
+
+__all__ = [
+    "ORDER",
+    "Draw",
+    "Term",
+    "draw",
+    "simplified",
+    "pair_of",
+    "structure",
+    "parse_expression",
+    "normalize",
+    "generate_pairs",
+    "pairs_for_sources",
+    "read_pairs",
+    "write_pairs",
+    "load_pairs",
+    "split_pairs",
+]

@@ -1,0 +1,558 @@
+"""Training: one readable loop, its presets, its checkpoints, and data parallelism.
+
+The lecture's step 5. Batches of similar lengths go through the model with teacher forcing (the model reads
+``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``); AdamW follows a linear warmup then a cosine decay; every
+``val_every`` steps the loop measures the validation loss and the exact-match accuracy and writes a row of
+``log.csv``. A run folder holds everything needed to look at a run or to continue it::
+
+    config.json   the TrainConfig, model fields included
+    log.csv       step,epoch,sequences,lr,train_loss,val_loss,val_exact,elapsed_s (a row per validation)
+    last.pt       model, optimizer, step, sampler position, RNG states, log: what ``resume`` needs
+    best.pt       the weights with the best val_exact so far, in the format of the shipped weights
+
+Run it with ``python -m labutils train --preset cpu --out runs/cpu`` or, on several GPUs,
+``torchrun --nproc_per_node=N -m labutils train …``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights
+from labutils.runtime import device as choose_device
+from labutils.runtime import seed_everything, set_threads
+from labutils.tokens import (
+    PAD_IDX,
+    SOURCE_VOCAB,
+    TARGET_VOCAB,
+    LengthGroupedBatchSampler,
+    TokenizationError,
+    code,
+    collate,
+)
+
+LOG_COLUMNS = ("step", "epoch", "sequences", "lr", "train_loss", "val_loss", "val_exact", "elapsed_s")
+
+
+class RunError(Exception):
+    """A run that cannot start: a non-empty folder, nothing to resume, unreadable data."""
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; ``model`` holds the ModelConfig fields (vocab sizes filled in)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
+    min_lr: float = 1e-5  # the floor of the cosine decay
+    warmup_steps: int = 500
+    max_steps: int = 20_000
+    batch_size: int = 256  # at most this many sequences per batch …
+    max_tokens: int | None = 8000  # … and at most this many (source + target) tokens, padding included
+    weight_decay: float = 0.01  # on weight matrices only
+    clip_norm: float = 1.0  # gradient clipping; 0 turns it off
+    label_smoothing: float = 0.0
+    val_every: int = 500  # steps between validations (a row of log.csv each)
+    val_size: int = 1000  # validation pairs, a fixed subset
+    seed: int = 0
+    data: str | None = None  # None: the shipped train/validation splits; else a source<TAB>target file
+    train_size: int | None = None  # use only this many training pairs (a fixed subset)
+    threads: int | None = None  # CPU threads; None: torch's choice (one per core a process may use)
+
+    def __post_init__(self):
+        if isinstance(self.model, ModelConfig):
+            self.model = asdict(self.model)
+        self.model = {"src_vocab_size": len(SOURCE_VOCAB), "tgt_vocab_size": len(TARGET_VOCAB), **self.model}
+        unknown = set(self.model) - {f.name for f in fields(ModelConfig)}
+        if unknown:
+            raise ValueError(f"unknown model field {sorted(unknown)[0]!r}")
+        self.model_config()  # its own checks: d_model divisible by n_heads, …
+        for name in ("max_steps", "batch_size", "val_every", "val_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {getattr(self, name)!r}")
+        if not self.lr > 0 or self.min_lr < 0 or self.warmup_steps < 0:
+            raise ValueError("lr must be positive, min_lr and warmup_steps not negative")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from flat keys (``{"d_model": 64, "lr": 3e-4}``) or a nested ``model`` dict, or both."""
+        training, model = _split(values)
+        return cls(model=model, **training)
+
+
+def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split flat config keys into (training fields, model fields); unknown keys are an error."""
+    train_names = {f.name: f for f in fields(TrainConfig)}
+    model_names = {f.name for f in fields(ModelConfig)}
+    training, model = {}, dict(values.get("model") or {})
+    for key, value in values.items():
+        if key == "model":
+            continue
+        if key in train_names:
+            default = train_names[key].default
+            if isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"config key {key!r} expects a number, got {value!r}")
+            training[key] = float(value) if isinstance(default, float) else value
+        elif key in model_names:
+            model[key] = value
+        else:
+            known = ", ".join(sorted((set(train_names) | model_names) - {"model"}))
+            raise ValueError(f"unknown config key {key!r} (known keys: {known})")
+    return training, model
+
+
+#: Recipes, as plain overrides of TrainConfig (model fields and training fields side by side).
+PRESETS: dict[str, dict[str, Any]] = {
+    # What a notebook trains in about 30 seconds on a laptop CPU, to watch the loss fall.
+    "tiny": {
+        "d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 64, "dropout": 0.0,
+        "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 20, "max_steps": 150, "batch_size": 64, "max_tokens": 4000,
+        "val_every": 50, "val_size": 100, "train_size": 3000,
+    },
+    # The best recipe for a 2-core CPU.
+    "cpu": {
+        "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512, "dropout": 0.1,
+        "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 500, "max_steps": 20_000, "batch_size": 256,
+        "max_tokens": 8000, "val_every": 500, "val_size": 1000,
+    },
+    # The recipe of the shipped model: the same family, trained longer.
+    "full": {
+        "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512, "dropout": 0.1,
+        "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 1000, "max_steps": 100_000, "batch_size": 512,
+        "max_tokens": 16_000, "val_every": 1000, "val_size": 1000,
+    },
+}  # fmt: skip
+
+
+def make_config(preset: str = "cpu", overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The preset's config with ``overrides`` (flat keys or a nested ``model`` dict) applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    return TrainConfig.from_dict(_merge(PRESETS[preset], overrides or {}))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Flat keys of ``base`` updated by those of ``overrides`` (nested ``model`` dicts flattened first)."""
+    flat = {**base.get("model", {}), **{k: v for k, v in base.items() if k != "model"}}
+    flat.update(overrides.get("model", {}))
+    flat.update({k: v for k, v in overrides.items() if k != "model"})
+    return flat
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then a cosine decay to ``min_lr`` at ``max_steps``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def load_data(config: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Training pairs and the fixed validation subset (``val_size`` pairs), as (source, target) strings.
+
+    From a file, the validation pairs are a fixed random subset held out of it (at most a tenth of the file),
+    the same whatever the seed, so that runs with different seeds are compared on the same pairs.
+    """
+    from labutils import data
+
+    if config.data is None:
+        train_pairs, val_pairs = data.load_pairs("train"), data.load_pairs("validation")
+    else:
+        path = Path(config.data)
+        if not path.is_file():
+            raise RunError(f"data file {str(path)!r} not found")
+        try:
+            pairs = data.read_pairs(path)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            raise RunError(f"cannot read {str(path)!r}: {error}") from None
+        if len(pairs) < 2:
+            raise RunError(f"{str(path)!r} holds {len(pairs)} pairs: too few to train and validate")
+        held_out = set(random.Random(0).sample(range(len(pairs)), min(config.val_size, max(1, len(pairs) // 10))))
+        train_pairs = [pair for i, pair in enumerate(pairs) if i not in held_out]
+        val_pairs = [pair for i, pair in enumerate(pairs) if i in held_out]
+    if config.train_size is not None and config.train_size < len(train_pairs):
+        keep = sorted(random.Random(1).sample(range(len(train_pairs)), config.train_size))
+        train_pairs = [train_pairs[i] for i in keep]
+    if len(val_pairs) > config.val_size:
+        keep = sorted(random.Random(2).sample(range(len(val_pairs)), config.val_size))
+        val_pairs = [val_pairs[i] for i in keep]
+    return train_pairs, val_pairs
+
+
+def code_pairs(pairs: Sequence[tuple[str, str]], model_config: ModelConfig) -> list[tuple[list[int], list[int]]]:
+    """Delimited codes of each pair; pairs longer than the model's ``max_src_len``/``max_tgt_len`` are dropped."""
+    coded = []
+    for source, target in pairs:
+        try:
+            src, tgt = code(source, SOURCE_VOCAB), code(target, TARGET_VOCAB)
+        except TokenizationError as error:
+            raise RunError(f"pair {source!r}: {error}") from None
+        if len(src) <= model_config.max_src_len and len(tgt) <= model_config.max_tgt_len:
+            coded.append((src, tgt))
+    return coded
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Sequence, device: torch.device) -> tuple[float, float]:
+    """(mean token cross-entropy, share of sequences whose argmax is right at every position) on ``batches``.
+
+    With teacher forcing, a sequence whose argmax equals the target everywhere (through ``<eos>``) is one that
+    greedy decoding reproduces exactly: this is the greedy exact-match accuracy, without decoding.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, n_tokens, n_exact, n_sequences = 0.0, 0, 0, 0
+    for batch in batches:
+        src, tgt, src_pad_mask, tgt_pad_mask = (t.to(device) for t in batch)
+        tgt_out = tgt[:, 1:]  # (B, Lt)
+        with _autocast(device):
+            logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])  # (B, Lt, V)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(
+            logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_IDX, reduction="sum"
+        ).item()
+        n_tokens += int((tgt_out != PAD_IDX).sum())
+        right = (logits.argmax(-1) == tgt_out) | (tgt_out == PAD_IDX)  # (B, Lt)
+        n_exact += int(right.all(dim=1).sum())
+        n_sequences += len(tgt)
+    model.train(was_training)
+    return loss_sum / max(1, n_tokens), n_exact / max(1, n_sequences)
+
+
+def _autocast(device: torch.device):
+    """bf16 mixed precision on CUDA; full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _rng_states() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file, then rename: an interrupted save never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", newline="") as file:
+        csv.DictWriter(file, fieldnames=LOG_COLUMNS).writerow(row)
+
+
+# ---------------------------------------------------------------------------------------------- data parallel
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); starts torch.distributed when launched by torchrun with several processes."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size
+
+
+def _all_sum(values: list[float], device: torch.device, world_size: int) -> list[float]:
+    """The sum over processes of each value (the values themselves in a single process)."""
+    if world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+class _StopRequest:
+    """Ctrl-C asks the loop to stop after the current step and save; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C keeps its usual meaning
+            pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving last.pt (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train(
+    config: TrainConfig | None,
+    out: str | Path,
+    resume: bool = False,
+    minutes: float | None = None,
+    device: str | None = None,
+    progress: bool | Callable[..., Any] = True,
+) -> dict[str, Any]:
+    """Train a Seq2SeqTransformer as ``config`` says, writing the run folder ``out``; returns a summary.
+
+    ``resume`` continues the run saved in ``out/last.pt`` (``config=None`` takes ``out/config.json``);
+    ``minutes`` stops after that much training time; ``progress`` shows a tqdm bar on stderr (or pass your own
+    bar class, e.g. ``tqdm.notebook.tqdm``). Ctrl-C stops after the current step, saving ``last.pt``.
+    """
+    out = Path(out)
+    last_path, best_path, log_path, config_path = (out / n for n in ("last.pt", "best.pt", "log.csv", "config.json"))
+    if resume:
+        if not last_path.is_file():
+            raise RunError(f"nothing to resume: {last_path} does not exist")
+        saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        config = config or saved
+        if config.model != saved.model:
+            changed = sorted(k for k in config.model if config.model[k] != saved.model.get(k))
+            raise RunError(f"cannot resume {out} with a different model ({', '.join(changed)} changed)")
+    elif out.exists() and any(out.iterdir()):
+        raise RunError(f"{out} is not empty: resume its run (--resume) or choose another folder")
+    if config is None:
+        raise RunError("no config given")
+
+    device_ = choose_device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_.type == "cuda" and device_.index is None and "LOCAL_RANK" in os.environ:
+        device_ = torch.device("cuda", local_rank)
+    if device_.type == "cuda":
+        torch.cuda.set_device(device_)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    rank, world_size = _init_distributed(device_)
+    is_main = rank == 0
+    if config.threads is not None:
+        set_threads(config.threads)
+    elif world_size > 1 and device_.type == "cpu":  # share the cores instead of fighting over them
+        set_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
+    seed_everything(config.seed)
+
+    # Data: coded once; training batches of similar lengths; validation batches fixed.
+    model_config = config.model_config()
+    train_pairs, val_pairs = load_data(config)
+    train_codes, val_codes = code_pairs(train_pairs, model_config), code_pairs(val_pairs, model_config)
+    if not train_codes or not val_codes:
+        raise RunError("no training or validation pairs fit in the model's max_src_len/max_tgt_len")
+    sampler = LengthGroupedBatchSampler(
+        [len(s) + len(t) for s, t in train_codes], config.batch_size, config.max_tokens,
+        shuffle=True, seed=config.seed, num_replicas=world_size, rank=rank,
+    )  # fmt: skip
+    val_sampler = LengthGroupedBatchSampler(
+        [len(s) + len(t) for s, t in val_codes], config.batch_size, config.max_tokens, shuffle=False
+    )
+    val_batches = [collate([val_codes[i] for i in indices]) for indices in val_sampler]
+
+    # Model and optimizer: weight decay on matrices only, not on biases and norms.
+    model = Seq2SeqTransformer(model_config).to(device_)
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.98), fused=device_.type == "cuda",
+    )  # fmt: skip
+    torch.manual_seed(config.seed + rank)  # each process its own dropout
+    step, epoch, position, sequences, elapsed, rows = 0, 0, 0, 0, 0.0, []
+    best = (-1.0, -math.inf)  # (val_exact, -val_loss) of best.pt: higher is better
+    if resume:
+        state = torch.load(last_path, map_location=device_, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        sequences, elapsed, rows, best = state["sequences"], state["elapsed_s"], state["log"], tuple(state["best"])
+        if is_main:
+            _set_rng_states(state["rng"])
+        else:
+            torch.manual_seed(config.seed + rank + 1_000_003 * step)
+    raw_model = model
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device_] if device_.type == "cuda" else None)
+
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        _write_log(log_path, rows)
+
+    sampler.set_epoch(epoch)
+    batches = list(sampler)
+    if not batches:
+        raise RunError(f"too few training pairs ({len(train_codes)}) for {world_size} processes")
+    if progress is True:
+        progress = tqdm
+    bar = (progress or tqdm)(
+        total=config.max_steps, initial=step, file=sys.stderr, dynamic_ncols=True, disable=not (progress and is_main)
+    )
+    loss_sum, loss_count, tokens, window_tokens, window_start = 0.0, 0, 0, 0, time.monotonic()
+    start_step, started, stopped = step, time.monotonic(), None
+    lr = learning_rate(step, config)
+    model.train()
+    with _StopRequest() as stop_request:
+        while step < config.max_steps:
+            if position >= len(batches):  # a new epoch: a new order of batches
+                epoch, position = epoch + 1, 0
+                sampler.set_epoch(epoch)
+                batches = list(sampler)
+            src, tgt, src_pad_mask, tgt_pad_mask = collate([train_codes[i] for i in batches[position]])
+            n_tokens = int((~src_pad_mask).sum() + (~tgt_pad_mask).sum())  # real tokens, padding excluded
+            src, tgt = src.to(device_, non_blocking=True), tgt.to(device_, non_blocking=True)
+            src_pad_mask, tgt_pad_mask = src_pad_mask.to(device_), tgt_pad_mask.to(device_)
+
+            lr = learning_rate(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with _autocast(device_):
+                logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])  # (B, Lt, V)
+                loss = F.cross_entropy(
+                    logits.flatten(0, 1).float(), tgt[:, 1:].flatten(),
+                    ignore_index=PAD_IDX, label_smoothing=config.label_smoothing,
+                )  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            step, position = step + 1, position + 1
+
+            # Bookkeeping, agreed between processes: sequences seen, and whether to stop now.
+            out_of_time = minutes is not None and time.monotonic() - started >= minutes * 60
+            n_sequences, stop_votes = _all_sum(
+                [len(src), float(stop_request.requested or out_of_time)], device_, world_size
+            )
+            sequences += int(n_sequences)
+            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # no .item(): no GPU sync per step
+            tokens, window_tokens = tokens + n_tokens * world_size, window_tokens + n_tokens * world_size
+            bar.update(1)
+            if step % 10 == 0 or step == config.max_steps:
+                now = time.monotonic()
+                bar.set_postfix(
+                    loss=f"{float(loss_sum) / loss_count:.4f}", lr=f"{lr:.2e}",
+                    tok_s=f"{window_tokens / max(1e-9, now - window_start):.0f}", refresh=False,
+                )  # fmt: skip
+                window_tokens, window_start = 0, now
+            if stop_votes > 0:
+                stopped = "interrupted" if stop_request.requested else "out of time"
+
+            if step % config.val_every == 0 or step == config.max_steps or stopped:
+                train_loss = _all_sum([float(loss_sum) / loss_count], device_, world_size)[0] / world_size
+                loss_sum, loss_count = 0.0, 0
+                if is_main:
+                    val_loss, val_exact = evaluate(raw_model, val_batches, device_)
+                    row = {
+                        "step": step, "epoch": round(epoch + position / len(batches), 4), "sequences": sequences,
+                        "lr": f"{lr:.6g}", "train_loss": f"{train_loss:.6f}", "val_loss": f"{val_loss:.6f}",
+                        "val_exact": f"{val_exact:.6f}",
+                        "elapsed_s": round(elapsed + time.monotonic() - started, 1),
+                    }  # fmt: skip
+                    rows.append(row)
+                    _append_log(log_path, row)
+                    if (val_exact, -val_loss) > best:
+                        best = (val_exact, -val_loss)
+                        save_weights(raw_model, best_path, step=step, val_exact=val_exact, val_loss=val_loss)
+                    _atomic_save(
+                        {
+                            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "step": step, "epoch": epoch, "position": position, "sequences": sequences,
+                            "elapsed_s": elapsed + time.monotonic() - started, "log": rows, "best": best,
+                            "rng": _rng_states(), "config": config.to_dict(),
+                        },
+                        last_path,
+                    )  # fmt: skip
+                    bar.write(
+                        f"step {step}: train_loss {train_loss:.4f}, val_loss {val_loss:.4f}, "
+                        f"val_exact {val_exact:.3f}",
+                        file=sys.stderr,
+                    )
+            if stopped:
+                break
+    bar.close()
+    run_time = time.monotonic() - started
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return {
+        "steps": step,
+        "finished": step >= config.max_steps,
+        "stopped": stopped,
+        "best_val_exact": best[0] if best[0] >= 0 else None,
+        "best_val_loss": -best[1] if best[0] >= 0 else None,
+        "best": best_path,
+        "last": last_path,
+        "log": log_path,
+        "out": out,
+        "run_time_s": run_time,
+        "tokens_per_s": tokens / max(1e-9, run_time),
+        "steps_per_s": (step - start_step) / max(1e-9, run_time),
+    }
