@@ -1,3 +1,25 @@
-"""Transformer Lab: teach transformers with Taylor series."""
+"""Transformer Lab: an encoder-decoder transformer that learns to write Taylor series.
+
+The package follows the lesson: ``data`` (the task) → ``tokens`` (tokenization, coding, padding) →
+``model`` (attention, layers, the transformer) → ``train`` → ``decode`` → ``metrics`` → ``plotting`` →
+``widgets``. What a student needs is importable from here: ``from labutils import tokenize``.
+"""
 
 __version__ = "0.1.0"
+
+from labutils.data import load_pairs, normalize, parse_expression
+from labutils.runtime import device, seed_everything
+from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, tokenize
+
+__all__ = [
+    "__version__",
+    "SOURCE_VOCAB",
+    "TARGET_VOCAB",
+    "TokenizationError",
+    "device",
+    "load_pairs",
+    "normalize",
+    "parse_expression",
+    "seed_everything",
+    "tokenize",
+]

@@ -31,10 +31,10 @@ def scaled_dot_product_attention(
 ) -> tuple[Tensor, Tensor]:
     """Softmax(QKᵀ/√d)V, written out so the attention weights can be looked at.
 
-    ``Q`` ``(..., Lq, d)``, ``K`` ``(..., Lk, d)``, ``V`` ``(..., Lk, dv)``; ``mask`` boolean, broadcastable to
-    ``(..., Lq, Lk)``, True where attention is NOT allowed. Returns ``out`` ``(..., Lq, dv)`` and the weights
-    ``(..., Lq, Lk)`` (before dropout; every row sums to one). A query that may attend to nothing (a fully
-    masked row) gets zero weights and a zero output instead of NaN.
+    ``Q`` ``(..., Lq, d)``, ``K`` ``(..., Lk, d)``, ``V`` ``(..., Lk, dv)``; ``mask`` boolean,
+    broadcastable to ``(..., Lq, Lk)``, True where attention is NOT allowed. Returns ``out``
+    ``(..., Lq, dv)`` and the weights ``(..., Lq, Lk)`` (before dropout; every row sums to one). A query
+    that may attend to nothing (a fully masked row) gets zero weights and a zero output instead of NaN.
     """
     d = Q.size(-1)
     scores = Q @ K.transpose(-2, -1) / math.sqrt(d)  # (..., Lq, Lk)
@@ -70,7 +70,7 @@ class AttentionCache:
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention: ``n_heads`` heads of size ``d_model / n_heads`` side by side, then ``out_proj``."""
+    """``n_heads`` heads of size ``d_model / n_heads`` side by side, concatenated, then ``out_proj``."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
         super().__init__()

@@ -142,7 +142,6 @@ def run_split(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="recipe: tiny, cpu or full (default with --resume: the run's own)")
     parser.add_argument("--out", required=True, help="run folder (config.json, log.csv, last.pt, best.pt)")
@@ -197,13 +196,18 @@ def run_train(args: argparse.Namespace) -> int:
             config = training.TrainConfig.from_dict(training._merge(json.loads(saved.read_text()), overrides))
         else:
             raise UsageError("--preset is required (tiny, cpu or full) unless --resume")
-        summary = training.train(config, args.out, resume=args.resume, minutes=args.minutes, device=args.device)
+        summary = training.train(
+            config, args.out, resume=args.resume, minutes=args.minutes, device=args.device
+        )
     except (ValueError, training.RunError) as error:
         raise UsageError(str(error)) from None
+    if int(os.environ.get("RANK", "0")) != 0:  # data parallel: only the first process speaks
+        return 0
     if summary["best_val_exact"] is not None:
-        print(f"best.pt: {summary['best']} (val_exact {summary['best_val_exact']:.4f} at step {summary['best_step']})")
+        exact, step = summary["best_val_exact"], summary["best_step"]
+        print(f"best.pt: {summary['best']} (val_exact {exact:.4f} at step {step})")
     if not summary["finished"]:
-        print(f"stopped at step {summary['steps']} ({summary['stopped']}); continue with --out {args.out} --resume")
+        print(f"stopped at step {summary['steps']} ({summary['stopped']}); continue it with --resume")
     return 0
 
 

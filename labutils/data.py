@@ -165,7 +165,10 @@ def structure(source: str | sp.Expr) -> str:
 
 # ------------------------------------------------------------------------------------- reading expressions
 
-_LOCALS = {name: sp.Symbol(name) for name in "abcdfghmnx"} | {name: getattr(sp, name) for name in FUNCTION_NAMES}
+#: The names an expression may use, for sympy's parser.
+SYMPY_NAMES = {name: sp.Symbol(name) for name in "abcdfghmnx"} | {name: getattr(sp, name) for name in FUNCTION_NAMES}
+#: What sympy's parser needs besides: nothing else of sympy's namespace is reachable from the input.
+SYMPY_GLOBALS = {"Integer": sp.Integer, "Rational": sp.Rational, "Symbol": sp.Symbol, "Float": sp.Float}
 
 
 def parse_expression(text: str) -> sp.Expr:
@@ -182,7 +185,7 @@ def parse_expression(text: str) -> sp.Expr:
             explicit.append("*")
         explicit.append(token)
     try:
-        expr = sp.parse_expr("".join(explicit), local_dict=dict(_LOCALS), global_dict={}, evaluate=True)
+        expr = sp.parse_expr("".join(explicit), local_dict=dict(SYMPY_NAMES), global_dict=dict(SYMPY_GLOBALS), evaluate=True)
     except Exception as error:  # sympy raises SyntaxError, TypeError, TokenError … for malformed input
         raise ValueError(f"cannot read {text!r} as an expression") from error
     if not isinstance(expr, sp.Expr) or expr.has(sp.zoo, sp.nan, sp.oo):

@@ -32,7 +32,7 @@ def _evaluating(model: Seq2SeqTransformer) -> Iterator[None]:
 
 
 def _max_len(model: Seq2SeqTransformer, max_len: int | None) -> int:
-    """Most tokens to generate (``<eos>`` included): the decoder input ``<sos>`` + tokens must fit the model."""
+    """Most tokens to generate (``<eos>`` included): ``<sos>`` + tokens must fit the model."""
     limit = model.config.max_tgt_len
     if max_len is None:
         return limit
@@ -61,7 +61,7 @@ def greedy_decode(
     max_len: int | None = None,
     use_cache: bool = True,
 ) -> list[list[int]]:
-    """The most likely token at every step, for a batch ``src`` ``(B, Ls)``: codes without ``<sos>``/``<eos>``.
+    """The most likely token at every step, for a batch ``src`` ``(B, Ls)``: codes, no ``<sos>``/``<eos>``.
 
     Sequences that have produced ``<eos>`` leave the batch (and the cache), so the batch shrinks as it goes;
     it stops when all have, or after ``max_len`` tokens (default: the model's ``max_tgt_len``).
@@ -80,7 +80,7 @@ def greedy_decode(
             done = next_token == EOS_IDX  # (B',)
             if not done.any():
                 continue
-            for row, codes in zip(rows[done].tolist(), ys[done, 1:-1].tolist()):
+            for row, codes in zip(rows[done].tolist(), ys[done, 1:-1].tolist(), strict=True):
                 results[row] = codes
             if done.all():
                 return results
@@ -89,7 +89,9 @@ def greedy_decode(
             src_pad_mask = None if src_pad_mask is None else src_pad_mask[keep]
             if cache is not None:
                 cache.reorder(keep)
-        for row, codes in zip(rows.tolist(), ys[:, 1:].tolist()):  # ran out of max_len without <eos>
+        for row, codes in zip(
+            rows.tolist(), ys[:, 1:].tolist(), strict=True
+        ):  # ran out of max_len without <eos>
             results[row] = codes
         return results
 
@@ -102,7 +104,7 @@ def beam_search(
     max_len: int | None = None,
     use_cache: bool = True,
 ) -> list[list[tuple[list[int], float]]]:
-    """The ``beam_size`` most likely series for each source: ``[(codes, total log-probability), …]``, best first.
+    """The ``beam_size`` most likely series of each source, best first: ``[(codes, log-probability), …]``.
 
     The score is the plain sum of the tokens' log-probabilities, ``<eos>`` included (no length penalty). A
     finished hypothesis stays in the beam with its score fixed; since scores only fall as series grow, the
@@ -132,7 +134,9 @@ def beam_search(
             for b in which.tolist():
                 codes = ys[b * k : (b + 1) * k, 1:].tolist()
                 results[int(examples[b])] = [
-                    (_until_eos(c), s) for c, s in zip(codes, scores[b].tolist()) if s != float("-inf")
+                    (_until_eos(c), s)
+                    for c, s in zip(codes, scores[b].tolist(), strict=True)
+                    if s != float("-inf")
                 ]
 
         for _ in range(max_len):
@@ -195,7 +199,7 @@ def translate_beams(
     results: list[list[tuple[str, float]]] = [[] for _ in sources]
     for indices, src, src_pad_mask in _batches(sources, batch_size):
         found = beam_search(model, src.to(device), src_pad_mask.to(device), beam, max_len, use_cache)
-        for i, hypotheses in zip(indices, found):
+        for i, hypotheses in zip(indices, found, strict=True):
             results[i] = [(TARGET_VOCAB.decode(codes), score) for codes, score in hypotheses]
     return results
 
@@ -221,8 +225,7 @@ def translate(
     device = model.device
     results = [""] * len(sources)
     for indices, src, src_pad_mask in _batches(sources, batch_size):
-        for i, codes in zip(
-            indices, greedy_decode(model, src.to(device), src_pad_mask.to(device), max_len, use_cache)
-        ):
+        found = greedy_decode(model, src.to(device), src_pad_mask.to(device), max_len, use_cache)
+        for i, codes in zip(indices, found, strict=True):
             results[i] = TARGET_VOCAB.decode(codes)
     return results

@@ -47,7 +47,7 @@ __all__ = [
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Vaswani et al.: ``pe[pos, 2i] = sin(pos / 10000^(2i/d_model))``, ``pe[pos, 2i+1] = cos(…)``; no weights."""
+    """Vaswani et al.: ``pe[pos, 2i] = sin(pos / 10000^(2i/d_model))``, ``pe[pos, 2i+1] = cos(…)``."""
 
     def __init__(self, d_model: int, max_len: int):
         super().__init__()
@@ -95,7 +95,7 @@ def _check_positions(offset: int, L: int, max_len: int) -> None:
 
 
 class FeedForward(nn.Sequential):
-    """The position-wise feed-forward network: Linear(d_model, d_ff) → ReLU → dropout → Linear(d_ff, d_model)."""
+    """Position-wise feed-forward: Linear(d_model, d_ff) → ReLU → dropout → Linear(d_ff, d_model)."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float):
         super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
@@ -278,7 +278,7 @@ class Seq2SeqTransformer(nn.Module):
     def encode(
         self, src: Tensor, src_pad_mask: Tensor | None = None, return_attention: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """Source codes ``(B, Ls)`` → memory ``(B, Ls, d_model)`` [and per-layer weights ``(B, H, Ls, Ls)``]."""
+        """Source codes ``(B, Ls)`` → memory ``(B, Ls, d_model)`` [and per-layer weights (B, H, Ls, Ls)]."""
         _check_codes(src, "src", self.config.max_src_len, "max_src_len")
         _check_mask(src_pad_mask, src, "src_pad_mask")
         x = self.dropout(self.src_pos(self.src_embed(src) * math.sqrt(self.config.d_model)))  # (B, Ls, d)
@@ -300,7 +300,7 @@ class Seq2SeqTransformer(nn.Module):
     ) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
         """Decoder input codes ``(B, Lt)`` and memory → logits ``(B, Lt, V)`` [and decoder/cross weights].
 
-        With a ``cache``, ``tgt`` holds only the new positions (usually one, ``(B, 1)``): they are placed after
+        With a ``cache``, ``tgt`` holds only the new positions (usually one, ``(B, 1)``), placed after
         the ``cache.length`` positions decoded before, whose keys and values come from the cache.
         """
         offset = 0 if cache is None else cache.length
@@ -435,7 +435,7 @@ def save_weights(model: Seq2SeqTransformer, path: str | os.PathLike, **extra) ->
 
 
 def load_weights(path: str | os.PathLike, device: torch.device | str | None = None) -> Seq2SeqTransformer:
-    """Build the model saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode."""
+    """The model saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode."""
     path = Path(path)
     if path.is_dir():
         if not (path / "best.pt").is_file():

@@ -60,7 +60,7 @@ class RunError(Exception):
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; ``model`` holds the ModelConfig fields (vocab sizes filled in)."""
+    """Everything a run depends on; ``model`` holds the ModelConfig fields (vocabulary sizes filled in)."""
 
     model: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
@@ -115,8 +115,9 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         if key == "model":
             continue
         if key in train_names:
-            default = train_names[key].default
-            if isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            default, optional = train_names[key].default, "None" in str(train_names[key].type)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(default, (int, float)) and not number and not (optional and value is None):
                 raise ValueError(f"config key {key!r} expects a number, got {value!r}")
             training[key] = float(value) if isinstance(default, float) else value
         elif key in model_names:
@@ -131,21 +132,21 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 PRESETS: dict[str, dict[str, Any]] = {
     # What a notebook trains in about 30 seconds on a laptop CPU, to watch the loss fall.
     "tiny": {
-        "d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 64, "dropout": 0.0,
-        "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 20, "max_steps": 150, "batch_size": 64, "max_tokens": 4000,
-        "val_every": 50, "val_size": 100, "train_size": 3000,
+        "d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 64,
+        "dropout": 0.0, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 20, "max_steps": 150,
+        "batch_size": 64, "max_tokens": 4000, "val_every": 50, "val_size": 100, "train_size": 3000,
     },
     # The best recipe for a 2-core CPU.
     "cpu": {
-        "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512, "dropout": 0.1,
-        "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 500, "max_steps": 20_000, "batch_size": 256,
-        "max_tokens": 8000, "val_every": 500, "val_size": 1000,
+        "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
+        "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 500, "max_steps": 20_000,
+        "batch_size": 256, "max_tokens": 8000, "val_every": 500, "val_size": 1000,
     },
     # The recipe of the shipped model: the same family, trained longer.
     "full": {
-        "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512, "dropout": 0.1,
-        "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 1000, "max_steps": 100_000, "batch_size": 512,
-        "max_tokens": 16_000, "val_every": 1000, "val_size": 1000,
+        "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
+        "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 1000, "max_steps": 100_000,
+        "batch_size": 512, "max_tokens": 16_000, "val_every": 1000, "val_size": 1000,
     },
 }  # fmt: skip
 
@@ -185,7 +186,12 @@ def load_data(config: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[st
     from labutils import data
 
     if config.data is None:
-        train_pairs, val_pairs = data.load_pairs("train"), data.load_pairs("validation")
+        try:
+            train_pairs, val_pairs = data.load_pairs("train"), data.load_pairs("validation")
+        except FileNotFoundError:
+            raise RunError(
+                "this labutils has no shipped data set yet: pass a pairs file (--data FILE)"
+            ) from None
     else:
         path = Path(config.data)
         if not path.is_file():
@@ -196,7 +202,9 @@ def load_data(config: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[st
             raise RunError(f"cannot read {str(path)!r}: {error}") from None
         if len(pairs) < 2:
             raise RunError(f"{str(path)!r} holds {len(pairs)} pairs: too few to train and validate")
-        held_out = set(random.Random(0).sample(range(len(pairs)), min(config.val_size, max(1, len(pairs) // 10))))
+        held_out = set(
+            random.Random(0).sample(range(len(pairs)), min(config.val_size, max(1, len(pairs) // 10)))
+        )
         train_pairs = [pair for i, pair in enumerate(pairs) if i not in held_out]
         val_pairs = [pair for i, pair in enumerate(pairs) if i in held_out]
     if config.train_size is not None and config.train_size < len(train_pairs):
@@ -208,8 +216,10 @@ def load_data(config: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[st
     return train_pairs, val_pairs
 
 
-def code_pairs(pairs: Sequence[tuple[str, str]], model_config: ModelConfig) -> list[tuple[list[int], list[int]]]:
-    """Delimited codes of each pair; pairs longer than the model's ``max_src_len``/``max_tgt_len`` are dropped."""
+def code_pairs(
+    pairs: Sequence[tuple[str, str]], model_config: ModelConfig
+) -> list[tuple[list[int], list[int]]]:
+    """Delimited codes of each pair; pairs longer than ``max_src_len``/``max_tgt_len`` are left out."""
     coded = []
     for source, target in pairs:
         try:
@@ -366,96 +376,102 @@ def train(
     """Train a Seq2SeqTransformer as ``config`` says, writing the run folder ``out``; returns a summary.
 
     ``resume`` continues the run saved in ``out/last.pt`` (``config=None`` takes ``out/config.json``);
-    ``minutes`` stops after that much training time; ``progress`` shows a tqdm bar on stderr (or pass your own
-    bar class, e.g. ``tqdm.notebook.tqdm``). Ctrl-C stops after the current step, saving ``last.pt``.
+    ``minutes`` stops after that much training time; ``progress`` shows a tqdm bar on stderr (or pass your
+    own bar class, e.g. ``tqdm.notebook.tqdm``). Ctrl-C stops after the current step, saving ``last.pt``.
     """
     out = Path(out)
-    last_path, best_path, log_path, config_path = (out / n for n in ("last.pt", "best.pt", "log.csv", "config.json"))
+    last_path, best_path, log_path, config_path = (out / "last.pt", out / "best.pt", out / "log.csv",
+                                                   out / "config.json")  # fmt: skip
     if resume:
         if not last_path.is_file():
             raise RunError(f"nothing to resume: {last_path} does not exist")
         saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
         config = config or saved
         if config.model != saved.model:
-            changed = sorted(k for k in config.model if config.model[k] != saved.model.get(k))
-            raise RunError(f"cannot resume {out} with a different model ({', '.join(changed)} changed)")
-    elif out.exists() and any(out.iterdir()):
+            changed = ", ".join(sorted(k for k in config.model if config.model[k] != saved.model.get(k)))
+            raise RunError(f"cannot resume {out} with a different model ({changed} changed)")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} is not empty: resume its run (--resume) or choose another folder")
     if config is None:
         raise RunError("no config given")
 
-    device_ = choose_device(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_.type == "cuda" and device_.index is None and "LOCAL_RANK" in os.environ:
-        device_ = torch.device("cuda", local_rank)
-    if device_.type == "cuda":
-        torch.cuda.set_device(device_)
+    # Where to compute: under torchrun, one process per GPU (or several CPU processes sharing the cores).
+    device = choose_device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
-    rank, world_size = _init_distributed(device_)
+    rank, world_size = _init_distributed(device)
     is_main = rank == 0
     if config.threads is not None:
         set_threads(config.threads)
-    elif world_size > 1 and device_.type == "cpu":  # share the cores instead of fighting over them
+    elif world_size > 1 and device.type == "cpu":  # share the cores instead of fighting over them
         set_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
     seed_everything(config.seed)
 
-    # Data: coded once; training batches of similar lengths; validation batches fixed.
+    # Data: coded once; training batches of similar lengths, in a new order each epoch; validation fixed.
     model_config = config.model_config()
     train_pairs, val_pairs = load_data(config)
     train_codes, val_codes = code_pairs(train_pairs, model_config), code_pairs(val_pairs, model_config)
     if not train_codes or not val_codes:
         raise RunError("no training or validation pairs fit in the model's max_src_len/max_tgt_len")
     sampler = LengthGroupedBatchSampler(
-        [len(s) + len(t) for s, t in train_codes], config.batch_size, config.max_tokens,
-        shuffle=True, seed=config.seed, num_replicas=world_size, rank=rank,
-    )  # fmt: skip
+        [len(s) + len(t) for s, t in train_codes],
+        config.batch_size,
+        config.max_tokens,
+        shuffle=True,
+        seed=config.seed,
+        num_replicas=world_size,
+        rank=rank,
+    )
     val_sampler = LengthGroupedBatchSampler(
         [len(s) + len(t) for s, t in val_codes], config.batch_size, config.max_tokens, shuffle=False
     )
     val_batches = [collate([val_codes[i] for i in indices]) for indices in val_sampler]
 
     # Model and optimizer: weight decay on matrices only, not on biases and norms.
-    model = Seq2SeqTransformer(model_config).to(device_)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    model = Seq2SeqTransformer(model_config).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), fused=device_.type == "cuda",
-    )  # fmt: skip
-    torch.manual_seed(config.seed + rank)  # each process its own dropout
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        fused=device.type == "cuda",
+    )
+    torch.manual_seed(config.seed + rank)  # each process its own dropout masks
     step, epoch, position, sequences, elapsed, rows = 0, 0, 0, 0, 0.0, []
-    best = (-1.0, -math.inf)  # (val_exact, -val_loss) of best.pt: higher is better
+    best, best_step = (-1.0, -math.inf), 0  # (val_exact, -val_loss) of best.pt: higher is better
     if resume:
-        state = torch.load(last_path, map_location=device_, weights_only=True)
+        state = torch.load(last_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
-        sequences, elapsed, rows, best = state["sequences"], state["elapsed_s"], state["log"], tuple(state["best"])
+        sequences, elapsed, rows = state["sequences"], state["elapsed_s"], state["log"]
+        best, best_step = tuple(state["best"]), state["best_step"]
         if is_main:
             _set_rng_states(state["rng"])
-        else:
+        else:  # only the first process's RNG states are saved
             torch.manual_seed(config.seed + rank + 1_000_003 * step)
-    raw_model = model
+    raw_model = model  # for validation and saving: the model itself, not its DDP wrapper
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device_] if device_.type == "cuda" else None)
+        device_ids = [device] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         _write_log(log_path, rows)
-
     sampler.set_epoch(epoch)
     batches = list(sampler)
     if not batches:
         raise RunError(f"too few training pairs ({len(train_codes)}) for {world_size} processes")
-    if progress is True:
-        progress = tqdm
-    bar = (progress or tqdm)(
-        total=config.max_steps, initial=step, file=sys.stderr, dynamic_ncols=True, disable=not (progress and is_main)
-    )
-    loss_sum, loss_count, tokens, window_tokens, window_start = 0.0, 0, 0, 0, time.monotonic()
-    start_step, started, stopped = step, time.monotonic(), None
-    lr = learning_rate(step, config)
+    bar_class = tqdm if progress is True or not progress else progress
+    bar = bar_class(total=config.max_steps, initial=step, file=sys.stderr, disable=not (progress and is_main))
+
+    loss_sum, loss_count, tokens, window_tokens = 0.0, 0, 0, 0
+    start_step, started, window_start, stopped = step, time.monotonic(), time.monotonic(), None
     model.train()
     with _StopRequest() as stop_request:
         while step < config.max_steps:
@@ -465,74 +481,86 @@ def train(
                 batches = list(sampler)
             src, tgt, src_pad_mask, tgt_pad_mask = collate([train_codes[i] for i in batches[position]])
             n_tokens = int((~src_pad_mask).sum() + (~tgt_pad_mask).sum())  # real tokens, padding excluded
-            src, tgt = src.to(device_, non_blocking=True), tgt.to(device_, non_blocking=True)
-            src_pad_mask, tgt_pad_mask = src_pad_mask.to(device_), tgt_pad_mask.to(device_)
+            src, tgt = src.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
+            src_pad_mask, tgt_pad_mask = src_pad_mask.to(device), tgt_pad_mask.to(device)
 
+            # One step: teacher forcing, the loss on the real target tokens, clipped gradients.
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(device_):
+            with _autocast(device):
                 logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])  # (B, Lt, V)
                 loss = F.cross_entropy(
-                    logits.flatten(0, 1).float(), tgt[:, 1:].flatten(),
-                    ignore_index=PAD_IDX, label_smoothing=config.label_smoothing,
-                )  # fmt: skip
+                    logits.flatten(0, 1).float(),
+                    tgt[:, 1:].flatten(),
+                    ignore_index=PAD_IDX,
+                    label_smoothing=config.label_smoothing,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
             step, position = step + 1, position + 1
-
-            # Bookkeeping, agreed between processes: sequences seen, and whether to stop now.
-            out_of_time = minutes is not None and time.monotonic() - started >= minutes * 60
-            n_sequences, stop_votes = _all_sum(
-                [len(src), float(stop_request.requested or out_of_time)], device_, world_size
-            )
-            sequences += int(n_sequences)
-            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # no .item(): no GPU sync per step
-            tokens, window_tokens = tokens + n_tokens * world_size, window_tokens + n_tokens * world_size
+            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # no .item(): no sync per step
             bar.update(1)
-            if step % 10 == 0 or step == config.max_steps:
-                now = time.monotonic()
-                bar.set_postfix(
-                    loss=f"{float(loss_sum) / loss_count:.4f}", lr=f"{lr:.2e}",
-                    tok_s=f"{window_tokens / max(1e-9, now - window_start):.0f}", refresh=False,
-                )  # fmt: skip
-                window_tokens, window_start = 0, now
+
+            # Agreed between processes: the sequences and tokens seen, and whether to stop now.
+            out_of_time = minutes is not None and time.monotonic() - started >= minutes * 60
+            votes = [len(src), n_tokens, float(stop_request.requested or out_of_time)]
+            n_sequences, n_tokens, stop_votes = _all_sum(votes, device, world_size)
+            sequences += int(n_sequences)
+            tokens, window_tokens = tokens + int(n_tokens), window_tokens + int(n_tokens)
             if stop_votes > 0:
                 stopped = "interrupted" if stop_request.requested else "out of time"
+            if step % 10 == 0:
+                now = time.monotonic()
+                tokens_per_s = window_tokens / max(1e-9, now - window_start)
+                mean_loss = float(loss_sum) / loss_count
+                bar.set_postfix(
+                    loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}", refresh=False
+                )
+                window_tokens, window_start = 0, now
+            if step % config.val_every and step < config.max_steps and not stopped:
+                continue
 
-            if step % config.val_every == 0 or step == config.max_steps or stopped:
-                train_loss = _all_sum([float(loss_sum) / loss_count], device_, world_size)[0] / world_size
-                loss_sum, loss_count = 0.0, 0
-                if is_main:
-                    val_loss, val_exact = evaluate(raw_model, val_batches, device_)
-                    row = {
-                        "step": step, "epoch": round(epoch + position / len(batches), 4), "sequences": sequences,
-                        "lr": f"{lr:.6g}", "train_loss": f"{train_loss:.6f}", "val_loss": f"{val_loss:.6f}",
-                        "val_exact": f"{val_exact:.6f}",
-                        "elapsed_s": round(elapsed + time.monotonic() - started, 1),
-                    }  # fmt: skip
-                    rows.append(row)
-                    _append_log(log_path, row)
-                    if (val_exact, -val_loss) > best:
-                        best = (val_exact, -val_loss)
-                        save_weights(raw_model, best_path, step=step, val_exact=val_exact, val_loss=val_loss)
-                    _atomic_save(
-                        {
-                            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "step": step, "epoch": epoch, "position": position, "sequences": sequences,
-                            "elapsed_s": elapsed + time.monotonic() - started, "log": rows, "best": best,
-                            "rng": _rng_states(), "config": config.to_dict(),
-                        },
-                        last_path,
-                    )  # fmt: skip
-                    bar.write(
-                        f"step {step}: train_loss {train_loss:.4f}, val_loss {val_loss:.4f}, "
-                        f"val_exact {val_exact:.3f}",
-                        file=sys.stderr,
-                    )
+            # Validation: a row of log.csv, best.pt if val_exact improved, last.pt always.
+            train_loss = _all_sum([float(loss_sum) / loss_count], device, world_size)[0] / world_size
+            loss_sum, loss_count = 0.0, 0
+            if is_main:
+                val_loss, val_exact = evaluate(raw_model, val_batches, device)
+                row = {
+                    "step": step,
+                    "epoch": round(epoch + position / len(batches), 4),
+                    "sequences": sequences,
+                    "lr": f"{lr:.6g}",
+                    "train_loss": f"{train_loss:.6f}",
+                    "val_loss": f"{val_loss:.6f}",
+                    "val_exact": f"{val_exact:.6f}",
+                    "elapsed_s": round(elapsed + time.monotonic() - started, 1),
+                }
+                rows.append(row)
+                _append_log(log_path, row)
+                if (val_exact, -val_loss) > best:
+                    best, best_step = (val_exact, -val_loss), step
+                    save_weights(raw_model, best_path, step=step, val_exact=val_exact, val_loss=val_loss)
+                checkpoint = {
+                    "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "epoch": epoch,
+                    "position": position,  # batches of this epoch already used
+                    "sequences": sequences,
+                    "elapsed_s": elapsed + time.monotonic() - started,
+                    "log": rows,
+                    "best": best,
+                    "best_step": best_step,
+                    "rng": _rng_states(),
+                    "config": config.to_dict(),
+                }
+                _atomic_save(checkpoint, last_path)
+                bar.write(f"step {step}: train_loss {train_loss:.4f}, val_loss {val_loss:.4f}, "
+                          f"val_exact {val_exact:.3f}", file=sys.stderr)  # fmt: skip
             if stopped:
                 break
     bar.close()
@@ -545,14 +573,15 @@ def train(
     return {
         "steps": step,
         "finished": step >= config.max_steps,
-        "stopped": stopped,
+        "stopped": stopped,  # None, "interrupted" or "out of time"
         "best_val_exact": best[0] if best[0] >= 0 else None,
         "best_val_loss": -best[1] if best[0] >= 0 else None,
+        "best_step": best_step,
         "best": best_path,
         "last": last_path,
         "log": log_path,
         "out": out,
         "run_time_s": run_time,
-        "tokens_per_s": tokens / max(1e-9, run_time),
         "steps_per_s": (step - start_step) / max(1e-9, run_time),
+        "tokens_per_s": tokens / max(1e-9, run_time),  # source + target tokens, padding excluded
     }

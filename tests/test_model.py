@@ -46,7 +46,7 @@ def small_model(seed: int = 0, **changes) -> Seq2SeqTransformer:
 
 
 def batch():
-    """A padded batch: ``src, tgt_in, src_pad_mask, tgt_in_pad_mask`` (decoder input = tgt without its last)."""
+    """A padded batch ``src, tgt_in, src_pad_mask, tgt_in_pad_mask``; ``tgt_in`` is tgt minus its last."""
     src, tgt, src_pad_mask, tgt_pad_mask = collate(
         [(code(s, SOURCE_VOCAB), code(t, TARGET_VOCAB)) for s, t in PAIRS]
     )

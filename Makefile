@@ -1,0 +1,51 @@
+# Transformer Lab: two commands.
+#   make lab    install everything and open JupyterLab on your own copy of the notebooks (work/)
+#   make test   install everything, dev tools included, and run every test
+# Without make (Windows): see "Quick start" in README.md.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# A CPU build of torch; set TORCH=torch (or another version) for a GPU build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: lab test install install-dev test-browser figures benchmarks lint clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install -q '$(TORCH)' -e .
+
+install-dev: $(PY)
+	$(PY) -m pip install -q '$(TORCH)' -e '.[dev]'
+
+lab: install
+	@mkdir -p work
+	@# Copy the notebooks you do not have yet; never overwrite your own work.
+	@for nb in notebooks/*.ipynb; do [ -e "work/$$(basename $$nb)" ] || cp "$$nb" work/; done
+	$(VENV)/bin/jupyter lab work/
+
+test:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory install-dev || exit 1; \
+	t1=$$(date +%s); echo "== install: $$((t1 - start)) s"; \
+	$(PY) -m pytest -q tests || exit 1; \
+	t2=$$(date +%s); echo "== unit and command tests: $$((t2 - t1)) s"; \
+	if ls solutions/*.ipynb >/dev/null 2>&1; then \
+	  $(PY) -m pytest -q --nbval-lax -p no:cacheprovider solutions notebooks || exit 1; \
+	fi; \
+	t3=$$(date +%s); echo "== notebooks (nbval): $$((t3 - t2)) s"; \
+	echo "== total: $$((t3 - start)) s"
+
+figures: install
+	$(PY) -m labutils figures --out figures/
+
+benchmarks: install
+	$(PY) benchmarks/bench_series.py
+	$(PY) benchmarks/bench_decode.py
+	$(PY) benchmarks/bench_model_throughput.py
+
+lint: install-dev
+	$(VENV)/bin/ruff check labutils tests benchmarks

@@ -1,0 +1,740 @@
+"""Plots for the lesson: attention heatmaps and grids, masks, loss curves, positional encodings.
+
+Plotting draws the arrays and token lists it is given (NumPy arrays or torch tensors), so it works for any
+attention map, not only this package's model. The conventions are the lecture's:
+
+* attention weights are ``(Lq, Lk)``: queries are rows (y axis), keys are columns (x axis);
+* a mask is True where attention is not allowed (``<pad>``, future keys), as in ``labutils.tokens``;
+* masked cells are drawn hatched on grey, never as zeros that would read as weak attention;
+* the colour map (``viridis``) grows steadily lighter, so maps read in grey scale and for colour-blind eyes;
+* each function returns its Figure, draws into ``ax`` if given, and writes ``save="name.png"`` (.svg, .pdf).
+
+``attn``, the dict of ``labutils.attention_for``, can be passed whole: ``plot_attention(attn, kind="cross",
+layer=1, head=2)`` takes the layer's weights and the token lists of that kind from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import PercentFormatter
+
+from labutils.tokens import PAD
+
+__all__ = ["plot_attention", "plot_attention_grid", "plot_mask", "plot_losses", "plot_positional_encoding"]
+
+# kind → (title, query side, key side); ``attention_for``'s dict labels a side with ``{side}_tokens``.
+KINDS: dict[str | None, tuple[str, str | None, str | None]] = {
+    "encoder": ("encoder self-attention", "source", "source"),
+    "decoder": ("decoder self-attention (causal)", "target", "target"),
+    "cross": ("cross-attention (target → source)", "target", "source"),
+    None: ("attention", None, None),
+}
+
+# Masked cells: light grey under a hatching, one pattern per reason, so they never pass for weights near 0.
+_MASKED_FILL, _HATCH_COLOUR = "#e6e6e6", "#555555"
+_ALLOWED = (
+    "#2c6e8f"  # plot_mask's allowed cells: dark, so that they differ from masked ones in grey scale too
+)
+_PAD, _FUTURE, _MASKED = 1, 2, 3
+_MASK_STYLE = {
+    _PAD: ("<pad>", "xxx"),
+    _FUTURE: ("future key (causal)", "////"),
+    _MASKED: ("masked", "\\\\\\\\"),
+}
+# Okabe–Ito colours, told apart by colour-blind eyes; curves also differ in line style for grey-scale prints.
+_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+_STYLES = ("-", "--", "-.", ":")
+_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+_CELLS = {"aspect": "auto", "interpolation": "nearest"}  # imshow: one sharp rectangle per array entry
+
+
+# ------------------------------------------------------------------------------------- attention heatmaps
+
+
+def plot_attention(
+    weights,
+    query_tokens: Sequence[str] | None = None,
+    key_tokens: Sequence[str] | None = None,
+    kind: str | None = "cross",
+    layer: int = 0,
+    head: int | None = 0,
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+    mask=None,
+    *,
+    query_pad_mask=None,
+    key_pad_mask=None,
+    causal: bool | None = None,
+    vmax: float | None = 1.0,
+    cmap: str = "viridis",
+    title: str | None = None,
+) -> Figure:
+    """Heatmap of one head's attention: query tokens down the y axis, key tokens along the x axis.
+
+    ``weights`` is ``(Lq, Lk)``, ``(H, Lq, Lk)`` or ``(1, H, Lq, Lk)`` (``head`` picks the head), or the dict
+    of ``attention_for`` (``layer`` and ``head`` pick the map; the tokens come from the dict unless given).
+    ``kind`` is ``"encoder"``, ``"decoder"``, ``"cross"`` or None (any other map); it names the plot and, for
+    ``"decoder"``, hides future keys (``causal`` overrides). With plain arrays, ``layer`` and ``head`` only
+    label the title (``head=None`` leaves the head out). Tokens are labelled ``position:token``.
+
+    Masked cells are drawn hatched grey: ``query_pad_mask`` ``(Lq,)`` and ``key_pad_mask`` ``(Lk,)``
+    (True at ``<pad>``; inferred from ``<pad>`` tokens when not given), the causal mask, and ``mask``
+    (True = masked, broadcast to ``(Lq, Lk)``). A warning says if masked cells carry weight: a mask bug.
+    The colour scale is 0–1 so that maps compare; ``vmax=None`` stretches it to the largest weight shown.
+    """
+    save_path = _check_save(save)
+    kind = _check_kind(kind)
+    if isinstance(weights, Mapping):
+        layers, query_tokens, key_tokens = _from_dict(weights, kind, query_tokens, key_tokens)
+        layer = _check_index(layer, len(layers), "layer", f"the {kind} attention has")
+        weights = layers[layer]
+    heads, has_heads = _heads(weights)
+    if has_heads:
+        if head is None:
+            raise ValueError(f"these weights have {len(heads)} heads: choose one, head=0..{len(heads) - 1}")
+        head = _check_index(head, len(heads), "head", "these weights have")
+        w = heads[head]
+    else:
+        w = heads[0]
+    q_labels, k_labels, q_tokens, k_tokens = _labels_for(w.shape, query_tokens, key_tokens, kind)
+    codes, should_be_zero = _mask_codes(
+        w.shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
+    )
+    _warn_if_masked_weight(w[None], should_be_zero)
+
+    fig, ax, (width, height) = _figure(ax, _single_size(w.shape, q_labels, k_labels))
+    codes = np.where((codes == 0) & np.isnan(w), _MASKED, codes)
+    top = (np.nanmax(np.where(codes == 0, w, np.nan), initial=0.0) or 1.0) if vmax is None else vmax
+    image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind)
+    bar_aspect = float(np.clip(height / 0.2, 10, 60))  # a bar about 0.2 in wide, whatever the map's height
+    fig.colorbar(
+        image, ax=ax, label="attention weight", extend=_extend(w[codes == 0], 0.0, top), aspect=bar_aspect
+    )
+    legend = _mask_legend(ax, codes)
+    if title is None:
+        title = KINDS[kind][0] + f", layer {layer}" + ("" if head is None else f", head {head}")
+    ax.set_title(title, pad=26 if legend else 6)
+    return _finish(fig, save_path)
+
+
+def plot_attention_grid(
+    weights,
+    query_tokens: Sequence[str] | None = None,
+    key_tokens: Sequence[str] | None = None,
+    kind: str | None = "cross",
+    layers: int | Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    axes=None,
+    save: str | Path | None = None,
+    mask=None,
+    *,
+    query_pad_mask=None,
+    key_pad_mask=None,
+    causal: bool | None = None,
+    vmax: float | None = 1.0,
+    cmap: str = "viridis",
+    ncols: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """All heads of one layer, or layers × heads, on one shared colour scale with a single colorbar.
+
+    ``weights`` is the dict of ``attention_for`` or a list of per-layer arrays (``layers``: an index, a list
+    of them, or None for all), or one layer's ``(H, Lq, Lk)`` / ``(1, H, Lq, Lk)`` array (an int ``layers``
+    then only labels it). ``heads`` picks heads (default all). Several layers give a row per layer; one
+    layer wraps its heads in rows of ``ncols`` (default 4). Tick labels appear on the outer axes only.
+    ``axes`` is an array of at least as many Axes as panels. Masks and ``vmax`` are as in ``plot_attention``.
+    """
+    save_path = _check_save(save)
+    kind = _check_kind(kind)
+    rows, query_tokens, key_tokens = _layers_for_grid(weights, kind, layers, query_tokens, key_tokens)
+    n_heads = rows[0][1].shape[0]
+    heads = (
+        list(range(n_heads))
+        if heads is None
+        else [_check_index(h, n_heads, "head", "these weights have") for h in heads]
+    )
+    if not heads:
+        raise ValueError("heads is empty: give at least one head")
+    panels = [(layer, head, maps[head]) for layer, maps in rows for head in heads]
+    q_labels, k_labels, q_tokens, k_tokens = _labels_for(panels[0][2].shape, query_tokens, key_tokens, kind)
+    codes, should_be_zero = _mask_codes(
+        panels[0][2].shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
+    )
+    _warn_if_masked_weight(np.stack([p[2] for p in panels]), should_be_zero)
+    ncols = ncols or (len(heads) if len(rows) > 1 else min(len(heads), 4))
+    nrows = math.ceil(len(panels) / ncols)
+
+    lq, lk = panels[0][2].shape
+    if axes is None:
+        panel_w, panel_h = _span(lk, 0.16, 1.6, 4.5), _span(lq, 0.16, 1.6, 5.0)
+        width = ncols * panel_w + _label_inches(q_labels, 8) + 2.0
+        height = nrows * panel_h + _label_inches(k_labels, 8) + 1.4
+        shrink = min(1.0, 17 / width, 15 / height)  # within a screen: panels shrink, the labels thin out
+        fig, grid = plt.subplots(
+            nrows, ncols, figsize=(width * shrink, height * shrink), layout="constrained", squeeze=False
+        )
+        for extra in grid.flat[len(panels) :]:
+            extra.remove()
+        used = list(grid.flat[: len(panels)])
+        outer = [(i % ncols == 0, i + ncols >= len(panels)) for i in range(len(panels))]  # (left, bottom)
+        sizes = [(panel_w * shrink, panel_h * shrink)] * len(panels)
+        ylabel, xlabel = _axis_names(kind, q_labels, k_labels, sizes[0])
+        fig.supylabel(ylabel, fontsize=10)
+        fig.supxlabel(xlabel, fontsize=10)
+    else:
+        given = list(np.asarray(axes, dtype=object).flat)
+        if len(given) < len(panels):
+            raise ValueError(f"{len(panels)} panels to draw but only {len(given)} axes were given")
+        used = given[: len(panels)]
+        fig = used[0].figure
+        outer = [_outer(a) for a in used]
+        sizes = [_axes_inches(a) for a in used]
+
+    all_codes = [np.where((codes == 0) & np.isnan(p[2]), _MASKED, codes) for p in panels]
+    shown = np.concatenate([p[2][c == 0] for p, c in zip(panels, all_codes, strict=True)])
+    top = (np.nanmax(shown, initial=0.0) or 1.0) if vmax is None else vmax
+    for (layer, head, w), c, a, (left, bottom), size in zip(
+        panels, all_codes, used, outer, sizes, strict=True
+    ):
+        image = _heatmap(
+            a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom, names=axes is not None
+        )
+        a.set_title(("" if layer is None else f"layer {layer}, ") + f"head {head}", fontsize=9)
+    fig.colorbar(image, ax=used, label="attention weight", extend=_extend(shown, 0.0, top), shrink=0.9)
+    present = sorted(set(np.unique(np.stack(all_codes))) - {0})
+    if present:
+        fig.legend(
+            handles=_mask_handles(present), loc="outside lower center", ncols=len(present), frameon=False
+        )
+    if title is None:
+        layer_names = {layer for layer, _ in rows}
+        title = KINDS[kind][0] + (
+            f", layer {rows[0][0]}" if len(rows) == 1 and None not in layer_names else ""
+        )
+    fig.suptitle(title)
+    return _finish(_root(fig), save_path)
+
+
+def plot_mask(
+    mask,
+    query_tokens: Sequence[str] | None = None,
+    key_tokens: Sequence[str] | None = None,
+    title: str = "mask",
+    *,
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+    true_means: str = "masked",
+    xlabel: str = "key",
+    ylabel: str = "query",
+) -> Figure:
+    """Draw a mask on its own: allowed cells dark, masked cells hatched grey, with a legend that counts them.
+
+    ``mask`` is boolean ``(Lq, Lk)`` (or ``(L,)``, drawn as one row), True = masked as in this package and
+    ``nn.MultiheadAttention`` (``true_means="allowed"`` for the opposite, as ``scaled_dot_product_attention``
+    reads it), or an additive float mask of 0 (allowed) and ``-inf`` (masked). A batch's padding mask
+    ``(B, L)`` draws fine too: set ``xlabel``/``ylabel``.
+    """
+    if true_means not in ("masked", "allowed"):
+        raise ValueError(f"true_means must be 'masked' or 'allowed', not {true_means!r}")
+    save_path = _check_save(save)
+    masked = _as_bool(mask, "mask")
+    masked = masked.reshape(1, -1) if masked.ndim == 1 else _squeeze_leading(masked, 2, "mask")
+    if true_means == "allowed":
+        masked = ~masked
+    q_labels, k_labels, _, _ = _labels_for(masked.shape, query_tokens, key_tokens, None, what="mask")
+    fig, ax, size = _figure(ax, _single_size(masked.shape, q_labels, k_labels, colorbar=False))
+    codes = masked.astype(np.int8) * _MASKED
+    ax.imshow(masked.astype(np.int8), cmap=ListedColormap([_ALLOWED, _MASKED_FILL]), vmin=0, vmax=1, **_CELLS)
+    _hatch(ax, codes)
+    _axis_labels(ax, q_labels, k_labels, size, ylabel, xlabel)
+    n_masked = int(masked.sum())
+    handles = [
+        Patch(facecolor=_ALLOWED, label=f"allowed ({masked.size - n_masked})"),
+        *_mask_handles([_MASKED]),
+    ]
+    handles[1].set_label(f"masked ({n_masked})")
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False, fontsize=8)
+    ax.set_title(title, pad=26)
+    return _finish(fig, save_path)
+
+
+# ------------------------------------------------------------------------- training curves, encodings
+
+
+def plot_losses(log: str | Path, ax: Axes | None = None, save: str | Path | None = None) -> Figure:
+    """Train and validation loss against step (log scale), and validation exact match on a second axis.
+
+    ``log`` is a run's ``log.csv`` or the run folder holding it (columns ``step,…,train_loss,val_loss,
+    val_exact,…``, as ``labutils.train`` writes them; empty cells are skipped).
+    """
+    save_path = _check_save(save)
+    path, columns = _read_log(log)
+    fig, ax, _ = _figure(ax, ((8.0, 4.8), None))
+    step = columns["step"]
+    lines = []
+    for name, label, colour, marker in (
+        ("train_loss", "train loss", _COLOURS[0], None),
+        ("val_loss", "validation loss", _COLOURS[1], "o"),
+    ):
+        keep = np.isfinite(columns[name]) & (columns[name] > 0)  # log scale: only positive losses
+        lines += ax.plot(
+            step[keep], columns[name][keep], color=colour, marker=marker, ms=3.5, lw=1.4, label=label
+        )
+    if any(line.get_xydata().size for line in lines):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (cross-entropy, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+    exact_ax = ax.twinx()
+    exact = columns["val_exact"]
+    keep = np.isfinite(exact)
+    style = {"color": _COLOURS[2], "marker": "s", "ms": 3.5, "lw": 1.4, "ls": "--"}
+    lines += exact_ax.plot(step[keep], exact[keep], label="validation exact match", **style)
+    exact_ax.set_ylim(0, max(1.0, float(np.max(exact[keep], initial=0)) * 1.05))
+    exact_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    exact_ax.set_ylabel("validation exact match", color=_COLOURS[2])
+    ax.legend(handles=lines, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False, fontsize=8)
+    ax.set_title(f"training run: {path.parent.name or path.name}", pad=24)
+    return _finish(fig, save_path)
+
+
+def plot_positional_encoding(
+    pe,
+    ax: Axes | Sequence[Axes] | None = None,
+    save: str | Path | None = None,
+    *,
+    dims: Sequence[int] | None = None,
+    cmap: str = "RdBu_r",
+    title: str = "positional encoding",
+) -> Figure:
+    """A ``(max_len, d_model)`` encoding as a heatmap (positions down, dimensions across) centred at 0.
+
+    ``dims`` adds a panel below with those dimensions as curves against position; ``ax`` is then a pair of
+    Axes (heatmap, curves). Leading or middle axes of size 1 (``(1, max_len, d_model)`` buffers) are dropped.
+    """
+    save_path = _check_save(save)
+    pe = _to_numpy(pe).astype(float)
+    if pe.ndim == 3 and 1 in pe.shape[:2]:
+        pe = pe.reshape(-1, pe.shape[-1])
+    if pe.ndim != 2:
+        raise ValueError(f"a positional encoding is (max_len, d_model); got shape {tuple(pe.shape)}")
+    dims = [] if dims is None else [_check_index(d, pe.shape[1], "dimension", "d_model is") for d in dims]
+    if ax is None:
+        if dims:
+            fig, (heat_ax, curve_ax) = plt.subplots(
+                2, 1, figsize=(8, 8.5), layout="constrained", gridspec_kw={"height_ratios": (2, 1)}
+            )
+        else:
+            fig, heat_ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    else:
+        given = [ax] if isinstance(ax, Axes) else list(ax)
+        if len(given) != (2 if dims else 1):
+            raise ValueError(
+                "ax is one Axes for the heatmap, or a pair (heatmap, curves) when dims are given"
+            )
+        heat_ax, curve_ax = given[0], given[-1]
+        fig = _root(heat_ax.figure)
+    limit = float(np.nanmax(np.abs(pe), initial=0.0)) or 1.0
+    image = heat_ax.imshow(pe, cmap=cmap, vmin=-limit, vmax=limit, **_CELLS)
+    fig.colorbar(image, ax=heat_ax, label="value")
+    heat_ax.set_xlabel("dimension (0 … d_model − 1)")
+    heat_ax.set_ylabel("position")
+    heat_ax.set_title(title, pad=22 if dims else 6)
+    for i, d in enumerate(dims):
+        colour = _COLOURS[i % len(_COLOURS)]
+        # An arrow above the heatmap points at the column that each curve below draws.
+        where = {"xycoords": ("data", "axes fraction"), "xytext": (0, 12), "textcoords": "offset points"}
+        arrow = {"arrowprops": {"arrowstyle": "-|>", "color": colour}, "ha": "center", "va": "bottom"}
+        heat_ax.annotate(str(d), (d, 1), fontsize=7, color=colour, **where, **arrow)
+        style = {"color": colour, "ls": _STYLES[i % len(_STYLES)], "lw": 1.4}
+        curve_ax.plot(np.arange(pe.shape[0]), pe[:, d], label=f"dimension {d}", **style)
+    if dims:
+        curve_ax.set_xlabel("position")
+        curve_ax.set_ylabel("value")
+        curve_ax.set_xlim(0, pe.shape[0] - 1)
+        curve_ax.grid(True, alpha=0.3)
+        curve_ax.legend(
+            loc="lower left", bbox_to_anchor=(0, 1), ncols=min(len(dims), 4), fontsize=8, frameon=False
+        )
+    return _finish(fig, save_path)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor; plotting needs no torch of its own
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() else x
+    return np.asarray(x)
+
+
+def _check_kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: use 'encoder', 'decoder', 'cross' or None")
+    return kind
+
+
+def _check_index(index, n: int, name: str, owner: str) -> int:
+    if not isinstance(index, (int, np.integer)) or not -n <= index < n:
+        raise ValueError(f"{name} {index!r} is out of range: {owner} {n} {name}s (0..{n - 1})")
+    return int(index) % n
+
+
+def _from_dict(attn: Mapping, kind, query_tokens, key_tokens):
+    """The per-layer maps of ``kind`` in an ``attention_for`` dict, and the token lists of its axes."""
+    if kind is None or kind not in attn:
+        have = [k for k in ("encoder", "decoder", "cross") if k in attn]
+        raise ValueError(f"kind={kind!r} is not in this attention dict; it has: {', '.join(have) or 'none'}")
+    _, query_side, key_side = KINDS[kind]
+    query_tokens = attn.get(f"{query_side}_tokens") if query_tokens is None else query_tokens
+    key_tokens = attn.get(f"{key_side}_tokens") if key_tokens is None else key_tokens
+    return list(attn[kind]), query_tokens, key_tokens
+
+
+def _layers_for_grid(weights, kind, layers, query_tokens, key_tokens):
+    """[(layer label, (H, Lq, Lk))] for the grid's layers, and the token lists."""
+    if isinstance(weights, Mapping):
+        maps, query_tokens, key_tokens = _from_dict(weights, kind, query_tokens, key_tokens)
+    elif isinstance(weights, (list, tuple)) and weights and all(hasattr(w, "shape") for w in weights):
+        maps = list(weights)
+    else:
+        label = layers if isinstance(layers, (int, np.integer)) else None
+        return [(label, _heads(weights)[0])], query_tokens, key_tokens
+    chosen = (
+        range(len(maps)) if layers is None else [layers] if isinstance(layers, (int, np.integer)) else layers
+    )
+    indices = [_check_index(i, len(maps), "layer", "these weights have") for i in chosen]
+    if not indices:
+        raise ValueError("layers is empty: give at least one layer")
+    rows = [(i, _heads(maps[i])[0]) for i in indices]
+    if len({m.shape for _, m in rows}) > 1:
+        raise ValueError(f"the layers' weights differ in shape: {[tuple(m.shape) for _, m in rows]}")
+    return rows, query_tokens, key_tokens
+
+
+def _heads(weights) -> tuple[np.ndarray, bool]:
+    """Weights as ``(H, Lq, Lk)``, and whether they had a head axis."""
+    w = _to_numpy(weights)
+    shape = tuple(w.shape)
+    if w.ndim == 4:
+        if shape[0] != 1:
+            raise ValueError(
+                f"the weights {shape} hold a batch of {shape[0]} examples; plot one at a time, "
+                f"e.g. weights[0] of shape {shape[1:]}"
+            )
+        w = w[0]
+    if w.ndim not in (2, 3):
+        raise ValueError(f"attention weights are (Lq, Lk), (H, Lq, Lk) or (1, H, Lq, Lk); got shape {shape}")
+    return (w[None] if w.ndim == 2 else w).astype(float), w.ndim == 3
+
+
+def _labels_for(shape, query_tokens, key_tokens, kind, what="attention weights"):
+    """Distinct labels ``position:token`` for both axes, after checking the tokens fit the weights."""
+    lq, lk = shape
+    q = _token_list(query_tokens, "query_tokens")
+    k = _token_list(key_tokens, "key_tokens")
+    if (q is not None and len(q) != lq) or (k is not None and len(k) != lk):
+        n_q, n_k = ("no" if t is None else len(t) for t in (q, k))
+        message = (
+            f"the {what} are {lq} queries × {lk} keys (shape {tuple(shape)}), "
+            f"but {n_q} query tokens and {n_k} key tokens were given"
+        )
+        if q is not None and k is not None and (len(q), len(k)) == (lk, lq):
+            message += "; did you swap query_tokens and key_tokens?"
+        elif kind is not None:
+            title, query_side, key_side = KINDS[kind]
+            message += f" ({title}: queries are {query_side} tokens, keys {key_side} tokens)"
+        raise ValueError(message)
+
+    def labels(tokens, n):
+        return [str(i) for i in range(n)] if tokens is None else [f"{i}:{t}" for i, t in enumerate(tokens)]
+
+    return labels(q, lq), labels(k, lk), q, k
+
+
+def _token_list(tokens, name):
+    if tokens is None:
+        return None
+    if isinstance(tokens, str):
+        raise ValueError(f"{name} is one string; give a list of tokens, e.g. ['<sos>', 'cosh', '(', …]")
+    return [str(t) for t in tokens]
+
+
+def _as_bool(mask, name) -> np.ndarray:
+    """A mask as booleans, True = masked: from booleans, 0/1, or an additive mask of 0 and -inf."""
+    m = _to_numpy(mask)
+    if m.dtype == bool:
+        return m
+    if np.issubdtype(m.dtype, np.integer) and np.isin(m, (0, 1)).all():
+        return m.astype(bool)
+    if np.issubdtype(m.dtype, np.floating) and ((m == 0) | (m <= -1e4)).all():
+        return m <= -1e4
+    raise ValueError(
+        f"{name} must be boolean (True = masked), 0/1, or additive floats (0 allowed, -inf masked)"
+    )
+
+
+def _squeeze_leading(m: np.ndarray, ndim: int, name: str) -> np.ndarray:
+    while m.ndim > ndim and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim > ndim:
+        raise ValueError(f"{name} of shape {tuple(m.shape)} has more than {ndim} dimensions (a batch?)")
+    return m
+
+
+def _mask_codes(shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind):
+    """Why each cell is masked (0: shown; ``_PAD``, ``_FUTURE``, ``_MASKED``), and where weights must be 0."""
+    lq, lk = shape
+
+    def pad(given, tokens, n, name):
+        if given is None:
+            return np.array([t == PAD for t in tokens], bool) if tokens is not None else np.zeros(n, bool)
+        vector = _squeeze_leading(_as_bool(given, name), 1, name)
+        if vector.shape != (n,):
+            raise ValueError(
+                f"{name} has shape {tuple(vector.shape)}, but the weights have {n} positions there"
+            )
+        return vector
+
+    query_pad = pad(query_pad_mask, q_tokens, lq, "query_pad_mask")
+    key_pad = pad(key_pad_mask, k_tokens, lk, "key_pad_mask")
+    causal = kind == "decoder" if causal is None else causal
+    # A query sees keys at or before it; with more keys than queries (a cache), the queries are the last ones.
+    future = np.triu(np.ones(shape, bool), k=1 + lk - lq) if causal else np.zeros(shape, bool)
+    given = np.zeros(shape, bool)
+    if mask is not None:
+        m = _squeeze_leading(_as_bool(mask, "mask"), 2, "mask")
+        try:
+            given = np.broadcast_to(m, shape)
+        except ValueError:
+            raise ValueError(
+                f"mask of shape {tuple(m.shape)} does not fit the weights' {tuple(shape)}"
+            ) from None
+    codes = np.zeros(shape, np.int8)
+    codes[given] = _MASKED
+    codes[future] = _FUTURE
+    codes[query_pad[:, None] | key_pad[None, :]] = _PAD
+    # A padded query's row may hold anything; keys that are padded, future or masked must get no weight.
+    return codes, future | key_pad[None, :] | given
+
+
+def _warn_if_masked_weight(w: np.ndarray, should_be_zero: np.ndarray) -> None:
+    leaked = np.abs(np.nan_to_num(w[:, should_be_zero]))
+    if leaked.size and leaked.max() > 1e-6:
+        warnings.warn(
+            f"{int((leaked > 1e-6).sum())} masked cell(s) carry attention weight (up to {leaked.max():.3g}): "
+            "they are drawn as masked, but the model attended there. Is the mask applied?",
+            stacklevel=3,
+        )
+
+
+def _span(n: int, per_token: float, low: float, high: float) -> float:
+    return float(np.clip(per_token * n, low, high))
+
+
+def _label_inches(labels, fontsize) -> float:
+    return max((len(s) for s in labels), default=1) * fontsize * 0.62 / 72
+
+
+def _single_size(shape, q_labels, k_labels, colorbar=True):
+    """(figure size, map size) in inches for one map: cells near 0.3 in, the map within 2.5–10 × 2.5–12 in."""
+    lq, lk = shape
+    width, height = _span(lk, 0.3, 2.5, 10), _span(lq, 0.3, 2.5, 12)
+    margins = (_label_inches(q_labels, 9) + (1.6 if colorbar else 0.6), _label_inches(k_labels, 9) + 1.4)
+    return (width + margins[0], height + margins[1]), (width, height)
+
+
+def _figure(ax, sizes):
+    """(figure, axes, size of the map in inches): a new figure of ``sizes = (figure, map)``, or ``ax``'s."""
+    if ax is not None:
+        return _root(ax.figure), ax, _axes_inches(ax)
+    fig, ax = plt.subplots(figsize=sizes[0], layout="constrained")
+    return fig, ax, sizes[1]
+
+
+def _axes_inches(ax) -> tuple[float, float]:
+    box = ax.get_position()
+    width, height = _root(ax.figure).get_size_inches()
+    return box.width * width * 0.85, box.height * height * 0.85  # a colorbar and labels will take some
+
+
+def _root(fig):
+    return getattr(fig, "figure", fig) or fig  # a SubFigure's root Figure
+
+
+def _outer(ax) -> tuple[bool, bool]:
+    """Whether ``ax`` is in the first column and in the last row of its grid (True, True if not in one)."""
+    spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
+    return (True, True) if spec is None else (spec.is_first_col(), spec.is_last_row())
+
+
+def _tick_style(n: int, length_in: float) -> tuple[float, int]:
+    """Font size by the room per label (6–9 pt), and the step that keeps labels from overlapping."""
+    cell_pt = 72 * length_in / max(n, 1)
+    size = float(np.clip(0.75 * cell_pt, 6, 9))
+    return size, max(1, math.ceil(1.3 * size / cell_pt))
+
+
+def _axis_names(kind, q_labels, k_labels, size_in) -> list[str]:
+    """The y and x axis names of a map, e.g. ``query (target token)``, saying when labels are thinned."""
+    names = []
+    axes = zip(("query", "key"), KINDS[kind][1:], (q_labels, k_labels), size_in[::-1], strict=True)
+    for role, side, labels, length in axes:
+        notes = [f"{side} token"] if side else []
+        every = _tick_style(len(labels), length)[1]
+        if every > 1:
+            suffix = (
+                "th" if every % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(every % 10, "th")
+            )
+            notes.append(f"every {every}{suffix} labelled")
+        names.append(f"{role} ({', '.join(notes)})" if notes else role)
+    return names
+
+
+def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show_y=True, show_x=True):
+    """Token labels on both axes: every k-th when there are too many (a minor tick still marks each)."""
+    for axis, labels, length, show, name in (
+        (ax.yaxis, q_labels, size_in[1], show_y, ylabel),
+        (ax.xaxis, k_labels, size_in[0], show_x, xlabel),
+    ):
+        fontsize, every = _tick_style(len(labels), length)
+        ticks = np.arange(0, len(labels), every)
+        axis.set_ticks(ticks, [labels[i] for i in ticks], fontsize=fontsize)
+        axis.set_ticks(np.arange(len(labels)) if every > 1 else [], minor=True)
+        if show and name:
+            axis.set_label_text(name, fontsize=9)
+    ax.tick_params(axis="x", labelrotation=90, labelbottom=show_x)
+    ax.tick_params(axis="y", labelleft=show_y)
+    ax.tick_params(which="both", length=2)
+
+
+def _heatmap(
+    ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True, names=True
+):
+    colours = plt.get_cmap(cmap).with_extremes(bad=_MASKED_FILL)
+    data = np.ma.masked_array(w, mask=codes > 0)  # masked cells take the 'bad' colour, then a hatching
+    image = ax.imshow(data, cmap=colours, vmin=0.0, vmax=vmax, **_CELLS)
+    _hatch(ax, codes)
+    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in) if names else (None, None)
+    _axis_labels(ax, q_labels, k_labels, size_in, ylabel, xlabel, show_y, show_x)
+    return image
+
+
+def _hatch(ax, codes: np.ndarray) -> None:
+    """Hatch the masked cells, one pattern per reason, as one rectangle per run of cells in a row."""
+    for code, (_, pattern) in _MASK_STYLE.items():
+        rectangles = []
+        for row in np.flatnonzero((codes == code).any(axis=1)):
+            cols = np.flatnonzero(codes[row] == code)
+            breaks = np.flatnonzero(np.diff(cols) > 1)
+            for start, end in zip(
+                cols[np.r_[0, breaks + 1]], cols[np.r_[breaks, len(cols) - 1]], strict=True
+            ):
+                rectangles.append(Rectangle((start - 0.5, row - 0.5), end - start + 1, 1))
+        if rectangles:
+            ax.add_collection(
+                PatchCollection(
+                    rectangles, facecolor="none", edgecolor=_HATCH_COLOUR, linewidth=0, hatch=pattern
+                ),
+                autolim=False,
+            )
+
+
+def _mask_handles(codes_present):
+    look = {"facecolor": _MASKED_FILL, "edgecolor": _HATCH_COLOUR}
+    return [Patch(hatch=_MASK_STYLE[c][1], label=_MASK_STYLE[c][0], **look) for c in codes_present]
+
+
+def _mask_legend(ax, codes) -> bool:
+    present = sorted(set(np.unique(codes)) - {0})
+    if present:
+        ax.legend(
+            handles=_mask_handles(present),
+            loc="lower left",
+            bbox_to_anchor=(0, 1),
+            ncols=len(present),
+            frameon=False,
+            fontsize=8,
+            borderaxespad=0.3,
+            handleheight=1.2,
+        )
+    return bool(present)
+
+
+def _extend(values: np.ndarray, low: float, high: float) -> str:
+    """Colorbar arrows when weights fall outside the scale (they are drawn at its ends)."""
+    values = values[np.isfinite(values)]
+    below = values.size and values.min() < low - 1e-9
+    above = values.size and values.max() > high + 1e-9
+    return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get(
+        (bool(below), bool(above)), "both"
+    )
+
+
+def _read_log(log) -> tuple[Path, dict[str, np.ndarray]]:
+    path = Path(log)
+    if path.is_dir():
+        path = path / "log.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no training log at {path}: give a run's log.csv or the run folder holding it"
+        )
+    needed = ("step", "train_loss", "val_loss", "val_exact")
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        fields = reader.fieldnames or []
+        missing = [name for name in needed if name not in fields]
+        if missing:
+            raise ValueError(
+                f"{path} lacks column(s) {', '.join(missing)}; it has: {', '.join(fields) or 'no header'}"
+            )
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows yet: no validation has run")
+
+    def number(row_number, name, text):
+        if text is None or not text.strip():
+            return math.nan  # a step without this value
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{path}, row {row_number}, column {name}: {text!r} is not a number") from None
+
+    columns = {
+        name: np.array([number(i + 2, name, row[name]) for i, row in enumerate(rows)]) for name in needed
+    }
+    return path, columns
+
+
+def _check_save(save) -> Path | None:
+    """Check the file name before drawing, so a typo fails at once."""
+    if save is None:
+        return None
+    path = Path(save)
+    if path.suffix.lower() not in _FORMATS:
+        raise ValueError(f"cannot save to {str(path)!r}: use a file name ending in .png, .svg or .pdf")
+    return path
+
+
+def _finish(fig: Figure, path: Path | None) -> Figure:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = _FORMATS[path.suffix.lower()]
+        fig.savefig(
+            path, format=fmt, dpi=200 if fmt == "png" else "figure", bbox_inches="tight", pad_inches=0.1
+        )
+    return fig

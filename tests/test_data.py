@@ -1,0 +1,143 @@
+"""The data set: every target is sympy's series of its source; splits; generation is reproducible."""
+
+import random
+
+import pytest
+import sympy as sp
+
+from labutils import data, load_pairs
+from labutils.series import format_series, sympy_series_coefficients, taylor_coefficients
+from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, tokenize
+
+LECTURE_EXAMPLES = {
+    "cosh(a*x)**3+tanh(b*x)": "1+b*x+3*a**2*x**2/2-b**3*x**3/3+7*a**4*x**4/8+2*b**5*x**5/15+O(x**6)",
+    "tan(h*x)+sinh(g*x)": "x*(g+h)+x**3*(g**3/6+h**3/3)+x**5*(g**5/120+2*h**5/15)+O(x**6)",
+}
+
+
+def sympy_target(source: str) -> str:
+    """The reference: sympy.series of the source, printed canonically."""
+    return format_series(sympy_series_coefficients(data.parse_expression(source)))
+
+
+@pytest.mark.parametrize("source, target", LECTURE_EXAMPLES.items())
+def test_the_lectures_examples(source, target):
+    assert sympy_target(source) == target
+    assert format_series(taylor_coefficients(data.parse_expression(source))) == target
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "sin(b*x)**3/tanh(c*x)**3",  # Laurent: the denominator vanishes to third order
+        "1/sin(a*x)",
+        "exp(x*(c+d))",
+        "exp(-b*x)*sin(c*x)",
+        "cos(a*x)/sin(b*x)**3-exp(2*h*x)",
+        "tanh(3*a*x)**3*exp(b*x)**2",
+        "1/tan(a*x)**2+cosh(m*x)",
+    ],
+)
+def test_fast_series_equals_sympy_on_hard_cases(source):
+    expr = data.parse_expression(source)
+    assert format_series(taylor_coefficients(expr)) == sympy_target(source)
+
+
+def test_shipped_targets_are_sympys_series():
+    rng = random.Random(0)
+    sample = rng.sample(load_pairs("test"), 40) + rng.sample(load_pairs("structures"), 20)
+    for source, target in sample:
+        assert target == sympy_target(source), source
+
+
+def test_fresh_targets_are_sympys_series():
+    pairs, report = data.generate_pairs(40, seed=123, workers=2)
+    assert report.made == 40 and len({s for s, _ in pairs}) == 40
+    for source, target in pairs:
+        assert target == sympy_target(source), source
+        SOURCE_VOCAB.encode(tokenize(source))
+        TARGET_VOCAB.encode(tokenize(target))
+
+
+def test_shipped_data_set_size_and_disjoint_splits():
+    splits = {name: load_pairs(name) for name in data.SPLITS}
+    assert sum(len(s) for s in splits.values()) >= 100_000
+    assert len(splits["test"]) >= 5000 and len(splits["validation"]) >= 1000
+    sources = {name: {s for s, _ in pairs} for name, pairs in splits.items()}
+    for name, pairs in splits.items():
+        assert len(sources[name]) == len(pairs), f"duplicate sources in {name}"
+    names = list(sources)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert not sources[first] & sources[second], (first, second)
+
+
+def _symbol_blind(source: str) -> tuple:
+    """A cheap necessary condition for two sources to share a structure: equal tokens up to symbol names."""
+    return tuple(sorted("s" if t in data.SYMBOLS else t for t in tokenize(source)))
+
+
+def test_structures_split_shares_no_structure_with_training():
+    seen = {}
+    for source, _ in load_pairs("train") + load_pairs("validation"):
+        seen.setdefault(_symbol_blind(source), []).append(source)
+    for source, _ in random.Random(1).sample(load_pairs("structures"), 150):
+        shape = data.structure(source)
+        for other in seen.get(_symbol_blind(source), []):
+            assert data.structure(other) != shape, (source, other)
+
+
+def test_structure_ignores_symbol_names_and_term_order():
+    assert data.structure("tan(h*x)+sinh(g*x)") == data.structure("tan(a*x)+sinh(b*x)")
+    assert data.structure("sin(b*x)+cos(a*x)") == data.structure("sin(a*x)+cos(b*x)")
+    assert data.structure("sin(a*x)+cos(a*x)") != data.structure("sin(a*x)+cos(b*x)")
+
+
+def test_parse_expression_reads_implicit_multiplication():
+    assert data.normalize("tan(hx)+sinh(gx)") == "tan(h*x)+sinh(g*x)"
+    assert data.normalize("cosh(ax)^3".replace("^", "**")) == "cosh(a*x)**3"
+    assert data.normalize("exp(12x)") == "exp(12*x)"
+
+
+@pytest.mark.parametrize("text", ["sin(a*x)+", "**x", "sin()", "x y z ("])
+def test_parse_expression_rejects_non_expressions(text):
+    with pytest.raises(ValueError):
+        data.parse_expression(text)
+
+
+def test_draws_are_reproducible_and_cover_the_family():
+    draws = [data.candidate(7, i) for i in range(2000)]
+    assert draws == [data.candidate(7, i) for i in range(2000)]
+    operators = {d.operator for d in draws}
+    assert operators == {None, "+", "-", "*", "/"}
+    functions = {t.function for d in draws for t in d.terms}
+    assert functions == set(data.FUNCTION_NAMES)
+    powered = sum(t.power > 1 for d in draws for t in d.terms) / sum(len(d.terms) for d in draws)
+    assert 0.2 < powered < 0.3
+
+
+def test_simplify_forms_appear():
+    sources = {data.expression_text(data.simplified(data.candidate(11, i))) for i in range(400)}
+    assert any("exp(x*(" in s for s in sources) or any(s.startswith("exp(-") for s in sources)
+    assert any("/" in s for s in sources)
+
+
+def test_pairs_file_round_trip_and_errors(tmp_path):
+    path = tmp_path / "pairs.tsv.gz"
+    pairs = [("sin(a*x)", "a*x-a**3*x**3/6+a**5*x**5/120+O(x**6)")]
+    data.write_pairs(path, pairs)
+    assert data.read_pairs(path) == pairs
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sin(a*x)\tok\nno tab here\n")
+    with pytest.raises(ValueError, match=r"bad.tsv, line 2"):
+        data.read_pairs(bad)
+
+
+def test_split_pairs_is_deterministic_and_disjoint():
+    pairs = [(f"sin({s}*x)+cos({t}*x)", "t") for s in "abcdfghm" for t in "abcdfghm" if s != t]
+    pairs += [(f"exp({s}*x)*tan({t}*x)**2", "t") for s in "abcdfghm" for t in "abcdfghm"]
+    splits = data.split_pairs(pairs, seed=3, n_test=20, n_validation=10, structure_share=0.5)
+    assert splits == data.split_pairs(list(reversed(pairs)), seed=3, n_test=20, n_validation=10, structure_share=0.5)
+    assert sum(len(s) for s in splits.values()) == len(pairs)
+    held = {data.structure(s) for s, _ in splits["structures"]}
+    assert not held & {data.structure(s) for s, _ in splits["train"] + splits["validation"]}

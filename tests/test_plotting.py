@@ -1,0 +1,343 @@
+"""Plots: what they draw (the image data, masks, labels, titles), what they refuse, and what they write."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import warnings  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import labutils.plotting as plotting  # noqa: E402
+from labutils.plotting import (  # noqa: E402
+    plot_attention,
+    plot_attention_grid,
+    plot_losses,
+    plot_mask,
+    plot_positional_encoding,
+)
+
+SOURCE = ["<sos>", "cosh", "(", "a", "*", "x", ")", "**", "3", "+", "tanh", "(", "b", "*", "x", ")", "<eos>"]
+TARGET = ["<sos>", "1", "+", "b", "*", "x", "+", "3", "*", "a", "**", "2"]
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def softmax_rows(rng, shape, causal=False):
+    scores = rng.normal(size=shape) * 2
+    if causal:
+        scores = np.where(np.triu(np.ones(shape[-2:], bool), 1), -np.inf, scores)
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def image_of(ax):
+    (image,) = ax.images
+    return image.get_array()
+
+
+def attention_dict(rng, n_layers=2, n_heads=4):
+    ls, lt = len(SOURCE), len(TARGET)
+    tensor = lambda shape, causal=False: torch.tensor(softmax_rows(rng, shape, causal))  # noqa: E731
+    return {
+        "encoder": [tensor((1, n_heads, ls, ls)) for _ in range(n_layers)],
+        "decoder": [tensor((1, n_heads, lt, lt), causal=True) for _ in range(n_layers)],
+        "cross": [tensor((1, n_heads, lt, ls)) for _ in range(n_layers)],
+        "source_tokens": SOURCE,
+        "target_tokens": TARGET,
+    }
+
+
+# ---------------------------------------------------------------------------------------- one head
+
+
+def test_cross_attention_draws_the_weights_with_a_colorbar():
+    w = softmax_rows(np.random.default_rng(0), (len(TARGET), len(SOURCE)))
+    fig = plot_attention(w, TARGET, SOURCE)
+    assert isinstance(fig, Figure)
+    ax, bar = fig.axes  # the heatmap and its colorbar
+    assert ax.images[0].colorbar.ax is bar
+    data = image_of(ax)
+    assert not np.ma.getmaskarray(data).any()
+    np.testing.assert_allclose(data.data, w)
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+
+
+def test_labels_are_distinct_when_tokens_repeat():
+    w = softmax_rows(np.random.default_rng(1), (len(TARGET), len(SOURCE)))
+    ax = plot_attention(w, TARGET, SOURCE).axes[0]
+    x_labels = [t.get_text() for t in ax.get_xticklabels()]
+    y_labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert x_labels == [f"{i}:{t}" for i, t in enumerate(SOURCE)]  # x: keys, the source
+    assert y_labels == [f"{i}:{t}" for i, t in enumerate(TARGET)]  # y: queries, the target
+    assert len(set(x_labels)) == len(x_labels) and "5:x" in x_labels and "14:x" in x_labels
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("encoder", "encoder self-attention"),
+        ("decoder", "decoder self-attention (causal)"),
+        ("cross", "cross-attention"),
+    ],
+)
+def test_title_names_kind_layer_and_head(kind, words):
+    n = len(TARGET)
+    w = softmax_rows(np.random.default_rng(2), (4, n, n), causal=True)
+    title = plot_attention(w, TARGET, TARGET, kind=kind, layer=1, head=2).axes[0].get_title()
+    assert words in title and "layer 1" in title and "head 2" in title
+
+
+def test_head_is_picked_from_heads_and_a_batch_of_one():
+    w = softmax_rows(np.random.default_rng(3), (1, 4, len(TARGET), len(SOURCE)))
+    for weights in (w, w[0], torch.tensor(w)):
+        np.testing.assert_allclose(image_of(plot_attention(weights, TARGET, SOURCE, head=3).axes[0]), w[0, 3])
+
+
+def test_attention_dict_gives_the_map_and_the_tokens_of_its_kind():
+    attn = attention_dict(np.random.default_rng(4))
+    ax = plot_attention(attn, kind="cross", layer=1, head=2).axes[0]
+    np.testing.assert_allclose(image_of(ax), attn["cross"][1][0, 2].numpy())
+    assert ax.get_yticklabels()[1].get_text() == "1:1" and ax.get_xticklabels()[1].get_text() == "1:cosh"
+    ax = plot_attention(attn, kind="encoder", layer=0, head=0).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [t.get_text() for t in ax.get_xticklabels()]
+    assert ax.get_xticklabels()[1].get_text() == "1:cosh"
+    with pytest.raises(ValueError, match="layer 2 is out of range.*2 layers"):
+        plot_attention(attn, kind="cross", layer=2)
+
+
+def test_causal_cells_are_masked_not_zero():
+    n = len(TARGET)
+    w = softmax_rows(np.random.default_rng(5), (n, n), causal=True)
+    ax = plot_attention(w, TARGET, TARGET, kind="decoder").axes[0]
+    data = image_of(ax)
+    future = np.triu(np.ones((n, n), bool), 1)
+    assert (np.ma.getmaskarray(data) == future).all()
+    np.testing.assert_allclose(data.data[~future], w[~future])
+    assert "future key (causal)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_pad_cells_are_masked_from_tokens_or_from_pad_masks():
+    tokens = TARGET[:8] + ["<pad>", "<pad>"]
+    source = SOURCE[:-3] + ["<eos>", "<pad>", "<pad>"]
+    w = softmax_rows(np.random.default_rng(6), (10, 17))
+    w[:, -2:] = 0
+    w /= w.sum(-1, keepdims=True)
+    expected = np.zeros((10, 17), bool)
+    expected[8:, :] = True
+    expected[:, 15:] = True
+    inferred = image_of(plot_attention(w, tokens, source).axes[0])
+    assert (np.ma.getmaskarray(inferred) == expected).all()
+    np.testing.assert_allclose(inferred.data[~expected], w[~expected])
+    query_pad = torch.tensor([[False] * 8 + [True] * 2])  # (1, Lq), as pad_batch gives for one example
+    key_pad = np.arange(17) >= 15
+    given = image_of(plot_attention(w, key_pad_mask=key_pad, query_pad_mask=query_pad).axes[0])
+    assert (np.ma.getmaskarray(given) == expected).all()
+
+
+def test_a_mask_argument_hides_its_cells():
+    w = softmax_rows(np.random.default_rng(7), (5, 6))
+    mask = np.zeros((5, 6), bool)
+    mask[:, 0] = True
+    w[mask] = 0
+    ax = plot_attention(w, kind=None, mask=mask).axes[0]
+    assert (np.ma.getmaskarray(image_of(ax)) == mask).all()
+    assert "masked" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_weight_on_masked_cells_is_reported():
+    n = len(TARGET)
+    leaky = softmax_rows(np.random.default_rng(8), (n, n))  # no causal mask applied
+    with pytest.warns(UserWarning, match="masked cell.*carry attention weight"):
+        plot_attention(leaky, TARGET, TARGET, kind="decoder")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_attention(
+            softmax_rows(np.random.default_rng(8), (n, n), causal=True), TARGET, TARGET, kind="decoder"
+        )
+
+
+def test_shape_mismatch_says_the_shapes():
+    w = np.full((12, 17), 1 / 17)
+    with pytest.raises(ValueError, match=r"12 queries × 17 keys.*11 query tokens and 17 key tokens"):
+        plot_attention(w, TARGET[:11], SOURCE)
+    with pytest.raises(ValueError, match="did you swap query_tokens and key_tokens"):
+        plot_attention(w, SOURCE, TARGET)
+
+
+def test_batch_of_more_than_one_is_refused():
+    with pytest.raises(ValueError, match=r"batch of 2 examples.*weights\[0\]"):
+        plot_attention(np.full((2, 4, 12, 17), 1 / 17), TARGET, SOURCE)
+    with pytest.raises(ValueError, match="head 4 is out of range.*4 heads"):
+        plot_attention(np.full((4, 12, 17), 1 / 17), TARGET, SOURCE, head=4)
+    with pytest.raises(ValueError, match="unknown kind"):
+        plot_attention(np.full((12, 17), 1 / 17), kind="self")
+
+
+def test_draws_into_a_given_axes():
+    fig, (left, right) = plt.subplots(1, 2)
+    returned = plot_attention(np.full((12, 17), 1 / 17), TARGET, SOURCE, ax=right)
+    assert returned is fig and right.images and not left.images
+
+
+def test_long_sequences_get_thinned_legible_labels_in_a_bounded_figure():
+    n = 100
+    w = softmax_rows(np.random.default_rng(9), (n, n), causal=True)
+    fig = plot_attention(w, [f"t{i}" for i in range(n)], [f"t{i}" for i in range(n)], kind="decoder")
+    width, height = fig.get_size_inches()
+    assert width <= 16 and height <= 16
+    ax = fig.axes[0]
+    labels = ax.get_xticklabels()
+    ticked = set(ax.xaxis.get_majorticklocs()) | set(ax.xaxis.get_minorticklocs())
+    assert len(labels) < n and ticked == set(range(n))  # every k-th labelled, each one ticked
+    assert min(t.get_fontsize() for t in labels) >= 6
+    assert "labelled" in ax.get_xlabel()
+
+
+# ------------------------------------------------------------------------------------------ grids
+
+
+def test_grid_of_one_layer_shares_one_scale_and_one_colorbar():
+    w = softmax_rows(np.random.default_rng(10), (1, 4, len(TARGET), len(SOURCE)))
+    fig = plot_attention_grid(w, TARGET, SOURCE, layers=1)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4 and len(fig.axes) == 5  # four heads and a single colorbar
+    assert {ax.images[0].get_clim() for ax in panels} == {(0.0, 1.0)}
+    for head, ax in enumerate(panels):
+        np.testing.assert_allclose(image_of(ax), w[0, head])
+        assert ax.get_title() == f"layer 1, head {head}"
+    assert "cross-attention" in fig.get_suptitle()
+    assert len(panels[0].get_yticklabels()) == len(TARGET)  # labels on the outer axes only
+    assert all(len(ax.get_yticklabels()) == 0 for ax in panels[1:])
+
+
+def test_grid_of_layers_and_heads_from_the_dict_masks_each_panel():
+    attn = attention_dict(np.random.default_rng(11), n_layers=2, n_heads=3)
+    fig = plot_attention_grid(attn, kind="decoder")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 6 and len(fig.axes) == 7
+    future = np.triu(np.ones((len(TARGET),) * 2, bool), 1)
+    assert all((np.ma.getmaskarray(image_of(ax)) == future).all() for ax in panels)
+    assert panels[5].get_title() == "layer 1, head 2"
+    assert [len(ax.get_xticklabels()) > 0 for ax in panels] == [False] * 3 + [True] * 3
+    assert len(fig.legends) == 1
+
+
+def test_grid_draws_into_given_axes():
+    attn = attention_dict(np.random.default_rng(12), n_layers=1, n_heads=2)
+    fig, axes = plt.subplots(1, 2)
+    assert plot_attention_grid(attn, kind="cross", layers=0, axes=axes) is fig
+    np.testing.assert_allclose(image_of(axes[1]), attn["cross"][0][0, 1].numpy())
+    with pytest.raises(ValueError, match="2 panels to draw but only 1 axes"):
+        plot_attention_grid(attn, kind="cross", axes=axes[:1])
+
+
+# ------------------------------------------------------------------------------------------- masks
+
+
+def test_plot_mask_draws_allowed_and_masked_with_a_legend():
+    n = 6
+    causal = np.triu(np.ones((n, n), bool), 1)
+    fig = plot_mask(causal, TARGET[:n], TARGET[:n], title="causal mask")
+    (ax,) = fig.axes
+    assert (np.asarray(image_of(ax)) == causal).all()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["allowed (21)", "masked (15)"]
+    assert ax.get_title() == "causal mask"
+    additive = torch.zeros(n, n).masked_fill(
+        torch.tensor(causal), float("-inf")
+    )  # as nn.Transformer makes it
+    assert (np.asarray(image_of(plot_mask(additive).axes[0])) == causal).all()
+    allowed = plot_mask(~causal, true_means="allowed").axes[0]
+    assert (np.asarray(image_of(allowed)) == causal).all()
+    assert image_of(plot_mask(np.array([False, False, True])).axes[0]).shape == (1, 3)
+    with pytest.raises(ValueError, match="must be boolean"):
+        plot_mask(np.full((2, 2), 0.5))
+
+
+# -------------------------------------------------------------------------------------------- saving
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_save_writes_the_format_of_the_suffix(tmp_path, suffix, magic):
+    path = tmp_path / "figures" / f"map{suffix}"
+    plot_attention(np.full((3, 4), 0.25), save=path)
+    assert path.read_bytes().startswith(magic)
+
+
+def test_save_rejects_unknown_suffixes_before_drawing(tmp_path):
+    with pytest.raises(ValueError, match=r"\.png, \.svg or \.pdf"):
+        plot_attention(np.full((3, 4), 0.25), save=tmp_path / "map.jpg")
+    with pytest.raises(ValueError, match=r"\.png, \.svg or \.pdf"):
+        plot_mask(np.eye(3, dtype=bool), save=tmp_path / "mask")
+    assert not list(tmp_path.iterdir()) and not plt.get_fignums()
+
+
+# ------------------------------------------------------------------------------ losses and encodings
+
+LOG = """step,epoch,sequences,lr,train_loss,val_loss,val_exact,elapsed_s
+100,0.1,6400,0.0003,2.5,2.6,0.0,10.0
+200,0.2,12800,0.0003,1.2,1.4,0.25,20.0
+300,0.3,19200,0.0003,0.6,,,30.0
+400,0.4,25600,0.0003,0.3,0.5,0.75,40.0
+"""
+
+
+def test_plot_losses_reads_a_run_log(tmp_path):
+    (tmp_path / "log.csv").write_text(LOG)
+    for log in (tmp_path / "log.csv", tmp_path):  # the file or its run folder
+        fig = plot_losses(log)
+        loss_ax, exact_ax = fig.axes
+        assert loss_ax.get_yscale() == "log"
+        train, val = loss_ax.get_lines()
+        np.testing.assert_allclose(train.get_xydata(), [[100, 2.5], [200, 1.2], [300, 0.6], [400, 0.3]])
+        np.testing.assert_allclose(
+            val.get_xydata(), [[100, 2.6], [200, 1.4], [400, 0.5]]
+        )  # empty cells skipped
+        np.testing.assert_allclose(exact_ax.get_lines()[0].get_ydata(), [0.0, 0.25, 0.75])
+
+
+def test_plot_losses_errors_name_the_file_and_the_columns(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        plot_losses(tmp_path)
+    (tmp_path / "log.csv").write_text("step,train_loss,val_loss\n1,2.0,2.0\n")
+    with pytest.raises(ValueError, match="lacks column.*val_exact"):
+        plot_losses(tmp_path / "log.csv")
+
+
+def sinusoids(max_len=50, d_model=16):
+    position, i = np.arange(max_len)[:, None], np.arange(0, d_model, 2)
+    pe = np.zeros((max_len, d_model))
+    pe[:, 0::2], pe[:, 1::2] = (
+        np.sin(position / 10000 ** (i / d_model)),
+        np.cos(position / 10000 ** (i / d_model)),
+    )
+    return pe
+
+
+def test_positional_encoding_is_centred_at_zero_with_optional_curves():
+    pe = sinusoids()
+    fig = plot_positional_encoding(torch.tensor(pe)[None])  # a (1, max_len, d_model) buffer
+    heat, bar = fig.axes
+    np.testing.assert_allclose(image_of(heat), pe)
+    low, high = heat.images[0].get_clim()
+    assert low == -high and high == pytest.approx(1.0)
+    fig = plot_positional_encoding(pe, dims=(0, 5))
+    assert len(fig.axes) == 3
+    curves = fig.axes[1] if fig.axes[1].get_lines() else fig.axes[2]
+    np.testing.assert_allclose(curves.get_lines()[1].get_ydata(), pe[:, 5])
+    with pytest.raises(ValueError, match="dimension 16 is out of range"):
+        plot_positional_encoding(pe, dims=(16,))
+
+
+def test_public_functions():
+    assert sorted(plotting.__all__) == sorted(
+        ["plot_attention", "plot_attention_grid", "plot_mask", "plot_losses", "plot_positional_encoding"]
+    )
