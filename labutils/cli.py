@@ -18,6 +18,13 @@ class UsageError(Exception):
     """A mistake in how a command was called: printed as one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -156,7 +163,6 @@ def add_train(parser: argparse.ArgumentParser) -> None:
 def _json_object(text: str) -> dict:
     """A JSON object given inline or as the path of a .json file."""
     import json
-    from pathlib import Path
 
     if not text.lstrip().startswith("{"):
         if not Path(text).is_file():
@@ -173,7 +179,6 @@ def _json_object(text: str) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from labutils import runtime
     from labutils import train as training
@@ -193,13 +198,16 @@ def run_train(args: argparse.Namespace) -> int:
             saved = Path(args.out) / "config.json"
             if not saved.is_file():
                 raise UsageError(f"nothing to resume: {saved} does not exist")
-            config = training.TrainConfig.from_dict(training._merge(json.loads(saved.read_text()), overrides))
+            config = training.make_config(json.loads(saved.read_text()), overrides)
         else:
             raise UsageError("--preset is required (tiny, cpu or full) unless --resume")
+    except ValueError as error:  # a bad preset, config key or value, device
+        raise UsageError(str(error)) from None
+    try:
         summary = training.train(
             config, args.out, resume=args.resume, minutes=args.minutes, device=args.device
         )
-    except (ValueError, training.RunError) as error:
+    except training.RunError as error:  # a non-empty folder, nothing to resume, unreadable data
         raise UsageError(str(error)) from None
     if int(os.environ.get("RANK", "0")) != 0:  # data parallel: only the first process speaks
         return 0
@@ -211,6 +219,297 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- the model's commands
+
+
+def _load_model(args: argparse.Namespace):
+    from labutils.model import WeightsError, load_pretrained, load_weights
+    from labutils.runtime import device, set_threads
+
+    set_threads(getattr(args, "threads", None))
+    try:
+        where = device(args.device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        return load_weights(args.checkpoint, where) if args.checkpoint else load_pretrained(where)
+    except WeightsError as error:
+        raise UsageError(str(error)) from None
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="PATH", help="a .pt file or a run folder (default: the shipped model)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy decoding)")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="expressions per batch")
+    parser.add_argument("--no-cache", action="store_true", help="decode without the key/value cache")
+
+
+#: The fastest batch size for cached greedy decoding on 2 CPU cores (benchmarks/bench_decode.py).
+DEFAULT_BATCH_SIZE = 64
+
+
+def _read_source(text: str, model) -> tuple[str, bool]:
+    """The normalized source, and whether it is in the training family; ValueError if it cannot be read."""
+    from labutils import data
+    from labutils.tokens import SOURCE_VOCAB, code
+
+    expr = data.parse_expression(text)
+    source = data.expression_text(expr)
+    length = len(code(source, SOURCE_VOCAB))
+    if length > model.config.max_src_len:
+        raise ValueError(f"{text!r} is {length} tokens long; the model reads at most {model.config.max_src_len}")
+    return source, data.in_family(expr)
+
+
+def add_translate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("expressions", nargs="*", metavar="EXPR", help="expressions, e.g. 'tan(hx)+sinh(gx)'")
+    parser.add_argument("--file", metavar="F", help="one expression per line (- = standard input)")
+    parser.add_argument("--check", action="store_true", help="append ok, wrong or timeout from sympy")
+    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per sympy check")
+    _add_model_options(parser)
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from labutils import data, metrics
+    from labutils.decode import translate
+    from labutils.tokens import TokenizationError
+
+    if bool(args.expressions) == bool(args.file):
+        raise UsageError("give expressions, or --file F, not both")
+    texts = _read_lines(args.file) if args.file else args.expressions
+    single = len(texts) == 1 and not args.file
+    model = _load_model(args)
+    sources: list[str | None] = []
+    problems: dict[int, str] = {}
+    for line, text in enumerate(texts, start=1):
+        try:
+            source, family = _read_source(text, model)
+        except (TokenizationError, ValueError) as error:
+            if single:
+                raise UsageError(str(error)) from None
+            problems[line] = str(error)
+            print(f"error: line {line}: {error}", file=sys.stderr)
+            sources.append(None)
+            continue
+        if source != text.replace(" ", ""):
+            print(f"normalized: {text.strip()} -> {source}", file=sys.stderr)
+        if not family:
+            print(f"warning: {source} is outside the training family; expect mistakes", file=sys.stderr)
+        sources.append(source)
+    good = [s for s in sources if s is not None]
+    predictions: list[str] = []
+    chunk = max(args.batch_size, 256)
+    with tqdm(total=len(good), desc="translating", unit="expr", file=sys.stderr, disable=len(good) < 50) as bar:
+        for start in range(0, len(good), chunk):
+            batch = good[start : start + chunk]
+            predictions += translate(model, batch, args.beam, args.batch_size, use_cache=not args.no_cache)
+            bar.update(len(batch))
+    verdicts = iter([])
+    if args.check and good:
+        truths = [data.series_text(data.parse_expression(s)) for s in good]
+        verdicts = iter(metrics.check_equivalence(predictions, truths, timeout=args.timeout))
+    answers = iter(predictions)
+    for line, source in enumerate(sources, start=1):
+        if source is None:
+            print(f"error: {problems[line]}")
+            continue
+        answer = next(answers)
+        print(f"{answer}\t{next(verdicts)}" if args.check else answer)
+    return 1 if problems else 0
+
+
+def add_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="test", help="test, structures, validation, or a source<TAB>target file")
+    parser.add_argument("--limit", type=positive_int, help="only the first N pairs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per sympy check")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="sympy processes")
+    _add_model_options(parser)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from tqdm import tqdm
+
+    from labutils import data, metrics
+    from labutils.decode import translate_beams
+
+    if args.split in data.SPLITS:
+        pairs = data.load_pairs(args.split)
+    else:
+        try:
+            pairs = data.read_pairs(args.split)
+        except FileNotFoundError:
+            raise UsageError(f"--split {args.split}: not a split ({', '.join(data.SPLITS)}) nor a file") from None
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    pairs = pairs[: args.limit] if args.limit else pairs
+    model = _load_model(args)
+    start = time.perf_counter()
+    sources = [s for s, _ in pairs]
+    truths = [t for _, t in pairs]
+    beams: list[list[tuple[str, float]]] = []
+    chunk = max(args.batch_size, 256)
+    with tqdm(total=len(pairs), desc="decoding", unit="expr", file=sys.stderr) as bar:
+        for i in range(0, len(sources), chunk):
+            batch = sources[i : i + chunk]
+            beams += translate_beams(model, batch, args.beam, args.batch_size, use_cache=not args.no_cache)
+            bar.update(len(batch))
+    predictions = [b[0][0] if b else "" for b in beams]
+    with tqdm(total=len(pairs), desc="sympy", unit="expr", file=sys.stderr) as bar:
+        verdicts = metrics.check_equivalence(predictions, truths, args.timeout, args.workers, bar.update)
+    accuracy = metrics.Accuracy.of(predictions, truths, verdicts)
+    any_ok = None
+    if args.beam > 1:
+        others = [(i, h) for i, b in enumerate(beams) if verdicts[i] != metrics.OK for h, _ in b[1:]]
+        rescued = metrics.check_equivalence([h for _, h in others], [truths[i] for i, _ in others], args.timeout, args.workers)
+        any_ok = accuracy.equivalent + len({i for (i, _), v in zip(others, rescued) if v == metrics.OK})
+    seconds = time.perf_counter() - start
+    low, high = accuracy.equivalent_interval
+    if args.json:
+        result = {
+            "n": accuracy.n,
+            "exact": accuracy.exact / max(accuracy.n, 1),
+            "equivalent": accuracy.equivalent / max(accuracy.n, 1),
+            "equivalent_low": low,
+            "equivalent_high": high,
+            "timeouts": accuracy.verdicts[metrics.TIMEOUT],
+            "seconds": round(seconds, 1),
+        }
+        if any_ok is not None:
+            result["any_of_beam"] = any_ok / max(accuracy.n, 1)
+        print(json.dumps(result))
+        return 0
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    print(f"{args.split}: {accuracy.n} pairs, {decoding} decoding")
+    print(accuracy)
+    if any_ok is not None:
+        print(f"{'any of the beam':<22}{100 * any_ok / max(accuracy.n, 1):6.2f}%  ({any_ok}/{accuracy.n})")
+    print(f"{'time':<22}{seconds:.1f} s")
+    return 0
+
+
+def add_student(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 listing what differs")
+    parser.add_argument("--source", default="solutions", help="folder of the solution notebooks")
+    parser.add_argument("--out", default="notebooks", help="folder of the student notebooks")
+
+
+def run_student(args: argparse.Namespace) -> int:
+    from labutils import release
+
+    if not Path(args.source).is_dir():
+        raise UsageError(f"--source {args.source}: no such folder (run from the repository root)")
+    if Path(args.out).resolve() == Path(args.source).resolve():
+        raise UsageError("--out must differ from --source: the student versions would replace the solutions")
+    try:
+        if args.check:
+            problems = release.differences(args.source, args.out)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                fix = f"python -m labutils student --source {args.source} --out {args.out}"
+                print(f"to update them: {fix}", file=sys.stderr)
+            return 1 if problems else 0
+        written, removed = release.write(args.source, args.out)
+    except release.ReleaseError as error:
+        raise UsageError(str(error)) from None
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    for path in removed:
+        print(f"removed {path} (no source)", file=sys.stderr)
+    if not written and not removed:
+        print(f"{args.out} is up to date", file=sys.stderr)
+    return 0
+
+
+def add_figures(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="figures", help="folder for the PNG/SVG files and manifest.json")
+    parser.add_argument("--checkpoint", metavar="PATH", help="weights file or run folder (default: shipped)")
+    parser.add_argument("--expr", nargs="+", metavar="EXPR", help="expressions (default: the lecture's two)")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds for each sympy check")
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, whatever the display
+    from labutils import figures
+    from labutils.model import WeightsError, load_weights
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, expected a folder")
+    try:
+        weights = figures.find_weights(args.checkpoint)
+        model = load_weights(weights.path)
+        expressions = figures.read_expressions(args.expr or figures.LECTURE_EXPRESSIONS, model)
+    except (WeightsError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"figures of {weights.name} into {out}/", file=sys.stderr)
+    echo = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    manifest = figures.make_figures(out, weights, expressions, model, args.timeout, echo=echo)
+    print(f"wrote {len(manifest['files'])} files and {out / figures.MANIFEST}", file=sys.stderr)
+    return 0
+
+
+def add_grade(parser: argparse.ArgumentParser) -> None:
+    from labutils.grading import Limits
+
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="submitted notebooks, or folders to search")
+    parser.add_argument("--source", help="source notebooks, with their checks (default: solutions/)")
+    parser.add_argument("--out", default="grades.csv", help="one row per submission and exercise")
+    parser.add_argument("--feedback", help="folder for one feedback file per submission (default: feedback/ "
+                        "next to --out)")
+    parser.add_argument("--timeout", type=positive_float, default=Limits.timeout, help="seconds per cell")
+    parser.add_argument("--long-timeout", type=positive_float, default=Limits.long_timeout,
+                        help="seconds per cell tagged long")
+    parser.add_argument("--memory", type=positive_float, default=Limits.memory_mb,
+                        help="MB of resident memory per submission")
+    parser.add_argument("--max-output", type=positive_float, default=Limits.output_mb,
+                        help="MB of output per submission")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="submissions graded at once")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue --out: grade only what it lacks")
+    again.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def run_grade(args: argparse.Namespace) -> int:
+    import signal
+
+    from labutils import grading
+
+    limits = grading.Limits(args.timeout, args.long_timeout, args.memory, args.max_output)
+    # A plain kill stops the grader like Ctrl-C: the students' kernels are killed with it.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        report = grading.grade(
+            args.paths,
+            source=args.source or grading.DEFAULT_SOURCE,
+            out=args.out,
+            feedback=args.feedback,
+            limits=limits,
+            jobs=args.jobs,
+            resume=args.resume,
+            force=args.force,
+        )
+    except grading.GradingError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(report.summary)
+    print(f"graded {report.graded} submission(s), skipped {report.skipped} already graded; "
+          f"wrote {args.out} and {grading.totals_path(args.out)}", file=sys.stderr)
+    for problem in report.problems:
+        print(f"not fully graded: {problem}", file=sys.stderr)
+    return report.status
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 #: name -> (one-line help, function adding the options, function running the command and returning its status)
@@ -218,13 +517,18 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a transformer, write a run folder (resumable)", add_train, run_train),
     "generate": ("make (expression, series) pairs of the course family", add_generate, run_generate),
     "split": ("split generated pairs into the train/validation/test/structures files", add_split, run_split),
+    "translate": ("print the model's series of expressions", add_translate, run_translate),
+    "evaluate": ("accuracy of the model on a split: exact match and sympy equivalence", add_evaluate, run_evaluate),
+    "student": ("write the student notebooks from solutions/ (--check: compare)", add_student, run_student),
+    "grade": ("grade submitted notebooks: grades.csv, totals and feedback files", add_grade, run_grade),
+    "figures": ("make the slide and README figures of the model (PNG, SVG)", add_figures, run_figures),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from labutils import __version__
 
-    parser = argparse.ArgumentParser(prog="python -m labutils", description="Transformer Lab commands.")
+    parser = Parser(prog="python -m labutils", description="Transformer Lab commands.")
     parser.add_argument("--version", action="version", version=f"labutils {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -203,6 +203,18 @@ def _starts_operand(token: str, previous: str) -> bool:
     return token == "(" or token.isalnum()
 
 
+def in_family(expr: sp.Expr) -> bool:
+    """Whether an expression looks like the training family: at most two function terms of known
+    functions, each of an argument proportional to x, and at most two symbols besides x."""
+    functions = [f for f in expr.atoms(sp.Function)]
+    if not functions or len(functions) > 2 or len(expr.free_symbols - {x}) > 2:
+        return False
+    for f in functions:
+        if f.func.__name__ not in FUNCTION_NAMES or (f.args[0] / x).has(x):
+            return False
+    return all(p.exp in (-3, -2, -1, 2, 3) for p in expr.atoms(sp.Pow) if p.base.has(x))
+
+
 def normalize(text: str) -> str:
     """An expression as the data set prints it (``tan(hx)+sinh(gx)`` → ``tan(h*x)+sinh(g*x)``)."""
     return expression_text(parse_expression(text))
@@ -322,6 +334,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; data files are to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -406,6 +419,8 @@ __all__ = [
     "structure",
     "parse_expression",
     "normalize",
+    "in_family",
+    "expression_text",
     "generate_pairs",
     "pairs_for_sources",
     "read_pairs",

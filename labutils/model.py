@@ -427,6 +427,7 @@ def save_weights(model: Seq2SeqTransformer, path: str | os.PathLike, **extra) ->
     os.close(handle)
     try:
         torch.save(payload, temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private; weights are to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

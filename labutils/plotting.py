@@ -68,7 +68,7 @@ def plot_attention(
     query_tokens: Sequence[str] | None = None,
     key_tokens: Sequence[str] | None = None,
     kind: str | None = "cross",
-    layer: int = 0,
+    layer: int | None = 0,
     head: int | None = 0,
     ax: Axes | None = None,
     save: str | Path | None = None,
@@ -87,7 +87,7 @@ def plot_attention(
     of ``attention_for`` (``layer`` and ``head`` pick the map; the tokens come from the dict unless given).
     ``kind`` is ``"encoder"``, ``"decoder"``, ``"cross"`` or None (any other map); it names the plot and, for
     ``"decoder"``, hides future keys (``causal`` overrides). With plain arrays, ``layer`` and ``head`` only
-    label the title (``head=None`` leaves the head out). Tokens are labelled ``position:token``.
+    label the title (None leaves them out). Tokens are labelled ``position:token``.
 
     Masked cells are drawn hatched grey: ``query_pad_mask`` ``(Lq,)`` and ``key_pad_mask`` ``(Lk,)``
     (True at ``<pad>``; inferred from ``<pad>`` tokens when not given), the causal mask, and ``mask``
@@ -124,7 +124,9 @@ def plot_attention(
     )
     legend = _mask_legend(ax, codes)
     if title is None:
-        title = KINDS[kind][0] + f", layer {layer}" + ("" if head is None else f", head {head}")
+        title = ", ".join(
+            [KINDS[kind][0]] + [f"{n} {i}" for n, i in (("layer", layer), ("head", head)) if i is not None]
+        )
     ax.set_title(title, pad=26 if legend else 6)
     return _finish(fig, save_path)
 
@@ -190,9 +192,6 @@ def plot_attention_grid(
         used = list(grid.flat[: len(panels)])
         outer = [(i % ncols == 0, i + ncols >= len(panels)) for i in range(len(panels))]  # (left, bottom)
         sizes = [(panel_w * shrink, panel_h * shrink)] * len(panels)
-        ylabel, xlabel = _axis_names(kind, q_labels, k_labels, sizes[0])
-        fig.supylabel(ylabel, fontsize=10)
-        fig.supxlabel(xlabel, fontsize=10)
     else:
         given = list(np.asarray(axes, dtype=object).flat)
         if len(given) < len(panels):
@@ -208,9 +207,7 @@ def plot_attention_grid(
     for (layer, head, w), c, a, (left, bottom), size in zip(
         panels, all_codes, used, outer, sizes, strict=True
     ):
-        image = _heatmap(
-            a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom, names=axes is not None
-        )
+        image = _heatmap(a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom)
         a.set_title(("" if layer is None else f"layer {layer}, ") + f"head {head}", fontsize=9)
     fig.colorbar(image, ax=used, label="attention weight", extend=_extend(shown, 0.0, top), shrink=0.9)
     present = sorted(set(np.unique(np.stack(all_codes))) - {0})
@@ -622,14 +619,12 @@ def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show
     ax.tick_params(which="both", length=2)
 
 
-def _heatmap(
-    ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True, names=True
-):
+def _heatmap(ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True):
     colours = plt.get_cmap(cmap).with_extremes(bad=_MASKED_FILL)
     data = np.ma.masked_array(w, mask=codes > 0)  # masked cells take the 'bad' colour, then a hatching
     image = ax.imshow(data, cmap=colours, vmin=0.0, vmax=vmax, **_CELLS)
     _hatch(ax, codes)
-    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in) if names else (None, None)
+    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in)
     _axis_labels(ax, q_labels, k_labels, size_in, ylabel, xlabel, show_y, show_x)
     return image
 

@@ -32,7 +32,8 @@ def _work(connection) -> None:
         message = connection.recv()
         if message is None:
             return
-        index, function, arguments = message
+        index, function, arguments = message  # unpickling imports the function's module
+        connection.send(("started", index))
         try:
             connection.send((index, function(*arguments), None))
         except Exception as error:  # a failed task is reported and counted, never fatal
@@ -47,6 +48,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.pending: deque[int] = deque()  # task indices sent, oldest first
+        self.running: int | None = None  # the task the worker said it started
         self.busy_since = time.monotonic()
 
     def stop(self, kill: bool = False) -> None:
@@ -120,33 +122,37 @@ class TimedPool:
             self._collect(function, tasks, results)
 
     def _send(self, worker: _Worker, index: int, function: Callable, args: tuple) -> None:
-        if not worker.pending:
-            worker.busy_since = time.monotonic()
         worker.pending.append(index)
         worker.connection.send((index, function, args))
 
     def _collect(self, function: Callable, tasks: dict, results: dict) -> None:
         busy = [w for w in self.workers if w.pending]
-        now = time.monotonic()
-        deadline = min(w.busy_since for w in busy) + self.timeout
-        ready = wait([w.connection for w in busy], timeout=max(0.0, deadline - now))
+        running = [w.busy_since for w in busy if w.running is not None]
+        # The clock of a task starts when its worker says it started (after a slow start-up, say).
+        wait_for = max(0.0, min(running) + self.timeout - time.monotonic()) if running else self.timeout
+        ready = wait([w.connection for w in busy], timeout=wait_for)
         for worker in busy:
             if worker.connection in ready:
                 try:
-                    index, value, error = worker.connection.recv()
+                    message = worker.connection.recv()
                 except (EOFError, OSError):  # the worker died (out of memory, a crash)
                     self._replace(worker, function, tasks, results, "worker crashed")
                     continue
+                if message[0] == "started":
+                    worker.running, worker.busy_since = message[1], time.monotonic()
+                    continue
+                index, value, error = message
                 worker.pending.popleft()
-                worker.busy_since = time.monotonic()
+                worker.running = None
                 tasks.pop(index)
                 results[index] = Outcome(value, error)
-            elif time.monotonic() - worker.busy_since > self.timeout:
+            elif worker.running is not None and time.monotonic() - worker.busy_since > self.timeout:
                 self._replace(worker, function, tasks, results, "timed out")
 
     def _replace(self, worker: _Worker, function: Callable, tasks: dict, results: dict, reason: str) -> None:
         """Stop a worker whose current task failed; its other tasks go to a fresh worker in its place."""
         failed = worker.pending.popleft()
+        worker.running = None
         tasks.pop(failed)
         results[failed] = Outcome(None, reason)
         worker.stop(kill=True)

@@ -151,11 +151,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def make_config(preset: str = "cpu", overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The preset's config with ``overrides`` (flat keys or a nested ``model`` dict) applied."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-    return TrainConfig.from_dict(_merge(PRESETS[preset], overrides or {}))
+def make_config(preset: str | dict[str, Any] = "cpu", overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A preset (by name, or a dict such as a run's config.json) with ``overrides`` applied.
+
+    Keys are flat (``{"d_model": 64, "lr": 3e-4}``) or model fields nested in ``model``; unknown keys are
+    a ValueError.
+    """
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    return TrainConfig.from_dict(_merge(preset, overrides or {}))
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +414,7 @@ def train(
         set_threads(config.threads)
     elif world_size > 1 and device.type == "cpu":  # share the cores instead of fighting over them
         set_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
-    seed_everything(config.seed)
+    seed_everything(config.seed, deterministic=device.type == "cpu")  # on GPUs, speed comes first
 
     # Data: coded once; training batches of similar lengths, in a new order each epoch; validation fixed.
     model_config = config.model_config()
@@ -467,6 +473,15 @@ def train(
     batches = list(sampler)
     if not batches:
         raise RunError(f"too few training pairs ({len(train_codes)}) for {world_size} processes")
+    if is_main and progress:
+        n_parameters = sum(p.numel() for p in raw_model.parameters())
+        left_out = len(train_pairs) + len(val_pairs) - len(train_codes) - len(val_codes)
+        print(
+            f"training {n_parameters:,} parameters on {len(train_codes):,} pairs, validating on "
+            f"{len(val_codes):,} ({device}, {world_size} process(es), {torch.get_num_threads()} thread(s))"
+            + (f"; {left_out} pairs too long for the model left out" if left_out else ""),
+            file=sys.stderr,
+        )
     bar_class = tqdm if progress is True or not progress else progress
     bar = bar_class(total=config.max_steps, initial=step, file=sys.stderr, disable=not (progress and is_main))
 
@@ -559,8 +574,11 @@ def train(
                     "config": config.to_dict(),
                 }
                 _atomic_save(checkpoint, last_path)
-                bar.write(f"step {step}: train_loss {train_loss:.4f}, val_loss {val_loss:.4f}, "
-                          f"val_exact {val_exact:.3f}", file=sys.stderr)  # fmt: skip
+                if progress:
+                    report = (
+                        f"train_loss {train_loss:.4f}, val_loss {val_loss:.4f}, val_exact {val_exact:.3f}"
+                    )
+                    bar.write(f"step {step}: {report}", file=sys.stderr)
             if stopped:
                 break
     bar.close()

@@ -4,7 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import ast  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -148,8 +150,9 @@ def test_a_mask_argument_hides_its_cells():
     mask = np.zeros((5, 6), bool)
     mask[:, 0] = True
     w[mask] = 0
-    ax = plot_attention(w, kind=None, mask=mask).axes[0]
+    ax = plot_attention(w, kind=None, layer=None, head=None, mask=mask).axes[0]
     assert (np.ma.getmaskarray(image_of(ax)) == mask).all()
+    assert ax.get_title() == "attention"  # any map: no kind, layer or head to name
     assert "masked" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
@@ -341,3 +344,11 @@ def test_public_functions():
     assert sorted(plotting.__all__) == sorted(
         ["plot_attention", "plot_attention_grid", "plot_mask", "plot_losses", "plot_positional_encoding"]
     )
+
+
+def test_plotting_imports_only_tokens_from_the_package():
+    tree = ast.parse(Path(plotting.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import)]
+    imported |= {alias.name for node in imports for alias in node.names}
+    assert {name for name in imported if name.startswith("labutils")} == {"labutils.tokens"}

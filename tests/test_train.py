@@ -22,6 +22,7 @@ from labutils.train import (
     TrainConfig,
     evaluate,
     learning_rate,
+    load_data,
     make_config,
     train,
 )
@@ -115,6 +116,15 @@ def test_learning_rate_warms_up_linearly_then_decays_to_the_floor():
     assert learning_rate(110, config) == pytest.approx(1e-5)
     rates = [learning_rate(step, config) for step in range(10, 111)]
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_a_pairs_file_gives_a_fixed_held_out_validation_subset(pairs_file):
+    train_a, val_a = load_data(tiny(pairs_file, seed=1))
+    train_b, val_b = load_data(tiny(pairs_file, seed=2))
+    assert (train_a, val_a) == (train_b, val_b)  # the same pairs whatever the seed
+    assert len(val_a) == len(PAIRS) // 10 and not set(val_a) & set(train_a)
+    assert sorted(train_a + val_a) == sorted(PAIRS)
+    assert len(load_data(tiny(pairs_file, train_size=5))[0]) == 5
 
 
 # ---------------------------------------------------------------------------------------------- validation

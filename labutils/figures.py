@@ -1,0 +1,359 @@
+"""The figures of the slides and the README, made from the shipped model: ``python -m labutils figures``.
+
+Every figure is written as PNG (200 dpi) and SVG, byte for byte the same when made again from the same
+weights: PNG without a "Software" stamp, SVG without a date and with fixed element ids. ``manifest.json``
+records the sha256 of the weights the figures were made from and the files made, so a test can tell when
+the shipped weights have changed and the figures are stale.
+
+The heatmaps are honest: they show the attention of the series the model writes (greedy decoding), not of
+the true series, and their titles say when sympy finds the model's series wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from labutils import __version__, metrics
+from labutils.model import Seq2SeqTransformer, WeightsError, load_weights, scaled_dot_product_attention
+from labutils.plotting import (
+    KINDS,
+    plot_attention,
+    plot_attention_grid,
+    plot_losses,
+    plot_positional_encoding,
+)
+from labutils.widgets import Check, Prediction, SympyChecker, describe_series, predict, read_source
+
+__all__ = ["LECTURE_EXPRESSIONS", "Weights", "find_weights", "read_expressions", "make_figures"]
+
+#: The lecture's two examples.
+LECTURE_EXPRESSIONS = ("tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)")
+MANIFEST = "manifest.json"
+SHIPPED_NAME = "labutils/weights/model.pt"
+DPI = 200
+SVG_SALT = "labutils-figures"  # fixed ids in the SVG files
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A weights file: where it is, how the manifest names it, and the training log beside it (if any)."""
+
+    path: Path
+    name: str
+    log: Path | None
+
+    def sha256(self) -> str:
+        return sha256_of(self.path)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_weights_path() -> Path:
+    """Where the package's pretrained weights are (the file may not exist yet)."""
+    return Path(str(resources.files("labutils") / "weights" / "model.pt"))
+
+
+def find_weights(checkpoint: str | Path | None = None) -> Weights:
+    """The shipped weights, or those of ``checkpoint`` (a weights file, or a run folder holding best.pt).
+
+    Raises ``WeightsError`` (one line) when there are none.
+    """
+    if checkpoint is None:
+        path = shipped_weights_path()
+        if not path.is_file():
+            raise WeightsError(f"{path}: the package ships no pretrained weights yet; give --checkpoint PATH")
+        name = SHIPPED_NAME
+    else:
+        path = Path(checkpoint)
+        if path.is_dir():
+            if not (path / "best.pt").is_file():
+                raise WeightsError(f"{path}: run folder without best.pt")
+            path = path / "best.pt"
+        elif not path.is_file():
+            raise WeightsError(f"{path}: no such weights file")
+        name = str(checkpoint)
+    log = path.parent / "log.csv"
+    return Weights(path, name, log if log.is_file() else None)
+
+
+def read_expressions(texts: Sequence[str], model: Seq2SeqTransformer) -> list[str]:
+    """The expressions normalized, or ``ValueError`` naming the first one the model cannot read."""
+    expressions = []
+    for text in texts:
+        try:
+            normalized, _ = read_source(text, model.config.max_src_len)
+        except ValueError as error:  # TokenizationError included
+            raise ValueError(f"--expr {text!r}: {error}") from None
+        if normalized not in expressions:
+            expressions.append(normalized)
+    return expressions
+
+
+# ------------------------------------------------------------------------------------------ making them
+
+
+def make_figures(
+    out: str | Path,
+    weights: Weights,
+    expressions: Sequence[str] = LECTURE_EXPRESSIONS,
+    model: Seq2SeqTransformer | None = None,
+    timeout: float = 30.0,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Write every figure into ``out`` and its ``manifest.json``; returns the manifest.
+
+    ``model`` defaults to the one in ``weights``. Files that an earlier manifest listed and that are not
+    made again (another ``--expr``) are removed, so the folder holds only current figures.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model if model is not None else load_weights(weights.path)
+    files: list[str] = []
+
+    def save(figure, stem: str) -> None:
+        files.extend(save_figure(figure, out / stem))
+        echo(f"  {stem}.png, {stem}.svg")
+
+    save(two_token_figure(), "attention_two_tokens")
+    save(positional_encoding_figure(model), "positional_encoding")
+    if weights.log is not None:
+        save(loss_figure(weights.log, weights.name), "loss")
+    else:
+        echo(f"  no log.csv beside {weights.name}: no loss curve")
+
+    checker = SympyChecker(timeout)
+    records = []
+    try:
+        for expression, stem in zip(expressions, _stems(expressions), strict=True):
+            prediction = predict(model, expression, "greedy")
+            check = checker.check(prediction.expression, prediction.series)
+            records.append(_record(prediction, check))
+            echo(f"{expression} → {describe_series(prediction)} [{check.verdict}]")
+            for kind in ("encoder", "decoder", "cross"):
+                save(heatmap_figure(prediction, check, kind, timeout), f"{stem}_{kind}")
+                save(grid_figure(prediction, check, kind, timeout), f"{stem}_{kind}_heads")
+    finally:
+        checker.close()
+
+    manifest = {
+        "weights": weights.name,
+        "weights_sha256": weights.sha256(),
+        "labutils_version": __version__,
+        "matplotlib_version": matplotlib.__version__,
+        "made_by": "python -m labutils figures",
+        "expressions": records,
+        "files": sorted(files),
+    }
+    _remove_stale(out, set(files))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def save_figure(figure, path: Path) -> list[str]:
+    """Save ``figure`` as ``path``.png (200 dpi) and ``path``.svg, reproducibly; close it; the file names."""
+    options = {"bbox_inches": "tight", "pad_inches": 0.1}
+    with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path"}):
+        figure.savefig(path.with_suffix(".png"), dpi=DPI, metadata={"Software": None}, **options)
+        figure.savefig(path.with_suffix(".svg"), metadata={"Date": None}, **options)
+    plt.close(figure)
+    return [path.with_suffix(".png").name, path.with_suffix(".svg").name]
+
+
+def _remove_stale(out: Path, made: set[str]) -> None:
+    """Remove the files the previous manifest listed and this run did not make (and only those)."""
+    try:
+        previous = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    for name in previous:
+        stale = out / str(name)
+        if str(name) not in made and stale.parent == out and stale.is_file():
+            stale.unlink()
+
+
+def _stems(expressions: Sequence[str]) -> list[str]:
+    """File names from expressions: ``cosh(a*x)**3+tanh(b*x)`` → ``cosh_a_x_pow_3_plus_tanh_b_x``."""
+    words = {"**": "pow", "+": "plus", "-": "minus", "/": "over", "*": "", "(": "", ")": ""}
+    stems = []
+    for expression in expressions:
+        tokens = re.findall(r"\*\*|[a-z]+|[0-9]+|[()*+\-/]", expression)
+        stem = "_".join(filter(None, (words.get(t, t) for t in tokens)))[:80] or "expression"
+        if stem in stems:  # two expressions that differ only in parentheses
+            stem += "_" + hashlib.sha256(expression.encode()).hexdigest()[:6]
+        stems.append(stem)
+    return stems
+
+
+def _record(prediction: Prediction, check: Check) -> dict:
+    return {
+        "expression": prediction.expression,
+        "model_series": prediction.series,
+        "verdict": check.verdict,
+        "sympy_series": check.truth,
+    }
+
+
+# ------------------------------------------------------------------------------------------ the figures
+
+
+def two_token_figure():
+    """The lecture's example: two tokens, QKᵀ as dot products, and Softmax(QKᵀ/√d) row by row (÷ a₁, a₂).
+
+    The vectors are made up (d = 2, so they can be drawn); the weights come from the package's own
+    ``scaled_dot_product_attention``, and each row sums to one.
+    """
+    Q = torch.tensor([[1.6, 0.6], [-0.4, 1.3]])  # rows q₁, q₂
+    K = torch.tensor([[1.4, -0.2], [0.3, 1.5]])  # rows k₁, k₂
+    _, A = scaled_dot_product_attention(Q, K, K)  # A (2, 2): Softmax(QKᵀ/√d)
+    d = Q.shape[1]
+    scores = (Q @ K.T / math.sqrt(d)).numpy()  # (2, 2)
+    A = A.numpy()
+
+    figure, (vectors, middle, right) = plt.subplots(
+        1, 3, figsize=(15, 4.6), layout="constrained", gridspec_kw={"width_ratios": (1, 1.1, 1.25)}
+    )
+    colours = {"q": "#0072B2", "k": "#D55E00"}
+    for name, rows in (("q", Q), ("k", K)):
+        for i, (u, v) in enumerate(rows.tolist(), start=1):
+            style = "-" if name == "q" else "--"
+            vectors.annotate(
+                "",
+                (u, v),
+                (0, 0),
+                arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": 2, "ls": style},
+            )
+            vectors.text(u * 1.08, v * 1.08 + 0.05, f"${name}_{i}$", color=colours[name], fontsize=14)
+    vectors.set(xlim=(-1, 2), ylim=(-0.6, 1.9), aspect="equal", title="two tokens as vectors (d = 2)")
+    vectors.axhline(0, color="#999", lw=0.6)
+    vectors.axvline(0, color="#999", lw=0.6)
+    vectors.set_xlabel("component 1")
+    vectors.set_ylabel("component 2")
+
+    limit = float(np.abs(scores).max())
+    image = middle.imshow(scores, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    for i in range(2):
+        for j in range(2):
+            text = f"$q_{i + 1}\\cdot k_{j + 1}/\\sqrt{{d}}$\n= {scores[i, j]:.2f}"
+            middle.text(j, i, text, ha="center", va="center", fontsize=12, color=_ink(scores[i, j] / limit))
+    middle.set_xticks([0, 1], ["$k_1$", "$k_2$"], fontsize=13)
+    middle.set_yticks([0, 1], ["$q_1$", "$q_2$"], fontsize=13)
+    middle.set_xlabel("key")
+    middle.set_ylabel("query")
+    middle.set_title("$QK^T/\\sqrt{d}$: how much each query matches each key")
+    figure.colorbar(image, ax=middle, label="scaled dot product", shrink=0.9)
+
+    title = "$\\mathrm{Softmax}(QK^T/\\sqrt{d})$: each row divided by its sum"
+    plot_attention(A, ["q1", "q2"], ["k1", "k2"], kind=None, head=None, ax=right, title=title)
+    right.set_xticks([0, 1], ["$k_1$", "$k_2$"], fontsize=13, rotation=0)
+    right.set_yticks([0, 1], [f"$q_{i}$\nrow sum\n= {A[i - 1].sum():.2f}" for i in (1, 2)], fontsize=11)
+    for i in range(2):
+        for j in range(2):
+            text = f"$e^{{q_{i + 1}\\cdot k_{j + 1}/\\sqrt{{d}}}}/a_{i + 1}$\n= {A[i, j]:.2f}"
+            right.text(
+                j, i, text, ha="center", va="center", fontsize=12, color=_ink(2 * A[i, j] - 1, "viridis")
+            )
+    figure.suptitle("Attention for a sequence of two tokens: $Q = [q_1; q_2]$, $K = [k_1; k_2]$", fontsize=14)
+    return figure
+
+
+def _ink(value: float, cmap: str = "RdBu_r") -> str:
+    """Black or white text, whichever reads on a cell of colour ``value`` (−1 … 1 across the colour map)."""
+    if cmap == "viridis":
+        return "white" if value < 0.2 else "black"
+    return "white" if abs(value) > 0.6 else "black"
+
+
+def positional_encoding_figure(model: Seq2SeqTransformer):
+    """The source side's positional encoding (positions × d_model) and four of its dimensions as curves."""
+    encoding = model.src_pos
+    pe = encoding.pe if hasattr(encoding, "pe") else encoding.embedding.weight.detach()  # (max_len, d_model)
+    positions, d_model = pe.shape
+    dims = sorted({0, 1, d_model // 4, d_model // 2})
+    kind = model.config.positional
+    title = f"{kind} positional encoding of the source: {positions} positions × d_model = {d_model}"
+    return plot_positional_encoding(pe, dims=dims, title=title)
+
+
+def loss_figure(log: Path, name: str):
+    """The training curves of the run that made the weights."""
+    figure = plot_losses(log)
+    figure.axes[0].set_title(f"training of {name}", pad=24)
+    return figure
+
+
+def heatmap_figure(prediction: Prediction, check: Check, kind: str, timeout: float):
+    """One head of the last layer: the sharpest one (lowest mean entropy of its rows)."""
+    maps = prediction.attention[kind]
+    layer = len(maps) - 1
+    head = _sharpest_head(maps[layer][0].numpy())
+    n_heads = maps[layer].shape[1]
+    what = f"{KINDS[kind][0]}, layer {layer}, head {head} (the sharpest of {n_heads})"
+    title = _title(what, prediction, check, timeout)
+    return plot_attention(prediction.attention, kind=kind, layer=layer, head=head, title=title)
+
+
+def grid_figure(prediction: Prediction, check: Check, kind: str, timeout: float):
+    """Every layer (rows) and head (columns) of one kind of attention."""
+    title = _title(f"{KINDS[kind][0]}: every layer and head", prediction, check, timeout)
+    return plot_attention_grid(prediction.attention, kind=kind, title=title)
+
+
+def _sharpest_head(weights: np.ndarray) -> int:
+    """The head whose rows are the most concentrated: weights ``(H, Lq, Lk)``."""
+    p = np.clip(weights, 1e-12, 1.0)
+    entropy = -(weights * np.log(p)).sum(-1).mean(-1)  # (H,)
+    return int(np.argmin(entropy))
+
+
+def _verdict(check: Check, timeout: float) -> str:
+    return {
+        metrics.OK: "✓ correct (sympy agrees)",
+        metrics.WRONG: "✗ WRONG (sympy disagrees)",
+        metrics.UNPARSABLE: "✗ WRONG (not a well-formed series)",
+        metrics.TIMEOUT: f"? unchecked (sympy took over {timeout:g} s)",
+    }.get(check.verdict, f"? unchecked (sympy failed: {check.detail})")
+
+
+def _title(what: str, prediction: Prediction, check: Check, timeout: float, columns: int = 72) -> str:
+    """What the map is, the expression, whether the model's series is right, the series (and sympy's)."""
+    lines = [what, f"{prediction.expression}   →   model (greedy): {_verdict(check, timeout)}"]
+    lines += _wrap(f"model: {describe_series(prediction)}", columns)
+    if check.verdict != metrics.OK and check.truth:
+        lines += _wrap(f"sympy: {check.truth}", columns)
+    return "\n".join(lines)
+
+
+def _wrap(text: str, columns: int) -> list[str]:
+    """Break a series at its + and − signs, so that no line is much longer than ``columns``."""
+    pieces = re.split(r"(?<=[^*(])(?=[+-])", text)
+    lines, line = [], ""
+    for piece in pieces:
+        if line and len(line) + len(piece) > columns:
+            lines.append(line)
+            line = "    "
+        line += piece
+    while len(line) > columns:  # a single term longer than a line
+        lines.append(line[:columns])
+        line = "    " + line[columns:]
+    return lines + [line]

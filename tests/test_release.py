@@ -1,0 +1,261 @@
+"""Student notebooks: made from solutions/ by stripping solutions and hidden tests, deterministic, in sync."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+import labutils
+from labutils import checks, cli, release
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+ANSWER = '''def masked_attention(Q, K, V, mask):
+    """Attention with a mask."""
+    d = Q.size(-1)
+    if mask is not None:
+        ### BEGIN SOLUTION
+        scores = Q @ K.transpose(-2, -1) / d**0.5
+        return scores.masked_fill(mask, float("-inf")).softmax(-1) @ V
+        ### END SOLUTION
+    return None'''
+
+CHECK = """### BEGIN HIDDEN TESTS
+@checks.hidden_test("04_attention.masked_attention")
+def secret(masked_attention):
+    assert True
+### END HIDDEN TESTS
+checks.masked_attention(masked_attention)"""
+
+
+def labelled(cell, **info):
+    cell.metadata["labutils"] = info
+    return cell
+
+
+def solution_notebook() -> nbformat.NotebookNode:
+    first = new_code_cell(
+        "def attention(Q, K, V):\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"
+    )
+    answer = new_code_cell(ANSWER, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="hi\n")])
+    answer.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00"}
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Attention"),
+            labelled(first, grade_id="04_attention.attention", kind="answer", points=2),
+            labelled(
+                new_code_cell("checks.attention(attention)"), grade_id="04_attention.attention", kind="check"
+            ),
+            labelled(answer, grade_id="04_attention.masked_attention", kind="answer", points=2),
+            labelled(new_code_cell(CHECK), grade_id="04_attention.masked_attention", kind="check"),
+        ]
+    )
+    nb.metadata["labutils"] = {"notebook": "04_attention", "version": "0.1.0"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_solutions_become_stubs_at_their_indentation():
+    student = release.student_notebook(solution_notebook(), "04_attention")
+    assert student.cells[1].source == (
+        'def attention(Q, K, V):\n    raise NotImplementedError("Exercise 4.1: write attention (see the text above)")'
+    )
+    assert student.cells[3].source == (
+        'def masked_attention(Q, K, V, mask):\n    """Attention with a mask."""\n    d = Q.size(-1)\n'
+        "    if mask is not None:\n"
+        '        raise NotImplementedError("Exercise 4.2: write masked_attention (see the text above)")\n'
+        "    return None"
+    )
+    scope: dict = {}
+    exec(student.cells[3].source, scope)  # a stub defines its function; it raises only when called
+    with pytest.raises(NotImplementedError, match=r"^Exercise 4\.2: write masked_attention"):
+        scope["masked_attention"](Q=torch.ones(2), K=None, V=None, mask=True)
+
+
+def test_hidden_tests_are_removed_and_the_check_call_stays():
+    student = release.student_notebook(solution_notebook(), "04_attention")
+    assert student.cells[4].source == "checks.masked_attention(masked_attention)"
+
+
+def test_outputs_are_cleared_metadata_kept_and_ids_stable():
+    solution = solution_notebook()
+    student = release.student_notebook(solution, "04_attention")
+    answer = student.cells[3]
+    assert answer.outputs == [] and answer.execution_count is None
+    assert "execution" not in answer.metadata
+    assert answer.metadata["labutils"] == {
+        "grade_id": "04_attention.masked_attention",
+        "kind": "answer",
+        "points": 2,
+    }
+    assert student.cells[4].metadata["labutils"] == {
+        "grade_id": "04_attention.masked_attention",
+        "kind": "check",
+    }
+    assert student.metadata["labutils"] == solution.metadata["labutils"]
+    assert student.metadata["kernelspec"]["name"] == "python3"
+    assert [cell.id for cell in student.cells] == [f"04_attention-{i:03d}" for i in range(5)]
+    assert (student.nbformat, student.nbformat_minor) == (4, 5)
+    assert solution.cells[3].outputs, "the source notebook is left as it was"
+
+
+def test_the_same_source_gives_the_same_bytes(tmp_path):
+    texts = {release.render(release.student_notebook(solution_notebook(), "04_attention")) for _ in range(2)}
+    assert len(texts) == 1
+    (tmp_path / "src").mkdir()
+    nbformat.write(solution_notebook(), tmp_path / "src" / "04_attention.ipynb")
+    release.write(tmp_path / "src", tmp_path / "a")
+    release.write(tmp_path / "src", tmp_path / "b")
+    assert (tmp_path / "a" / "04_attention.ipynb").read_bytes() == (
+        tmp_path / "b" / "04_attention.ipynb"
+    ).read_bytes()
+    assert (tmp_path / "a" / "04_attention.ipynb").read_bytes() == texts.pop().encode()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda nb: nb.cells[0].__setitem__("source", "### BEGIN SOLUTION"),
+            "outside an answer or check cell",
+        ),
+        (lambda nb: nb.cells.pop(2), "must be followed by its check cell"),
+        (
+            lambda nb: nb.cells[3].__setitem__("source", ANSWER.replace("        ### END SOLUTION\n", "")),
+            "never closed",
+        ),
+        (
+            lambda nb: nb.cells[3].__setitem__(
+                "source", ANSWER.replace("### BEGIN SOLUTION", "#").replace("### END SOLUTION", "#")
+            ),
+            "holds one ###",
+        ),
+        (lambda nb: nb.cells[3].__setitem__("source", "import math\n" + ANSWER), "exactly one function"),
+        (
+            lambda nb: nb.cells[3].metadata["labutils"].__setitem__("grade_id", "04_attention.other"),
+            "does not name",
+        ),
+        (lambda nb: nb.metadata.pop("labutils"), "metadata.labutils"),
+    ],
+)
+def test_a_broken_source_is_refused_with_the_cell_named(change, message):
+    nb = solution_notebook()
+    change(nb)
+    with pytest.raises(release.ReleaseError, match=re.escape(message)):
+        release.student_notebook(nb, "04_attention")
+
+
+def test_student_check_detects_drift_and_write_repairs_it(tmp_path, capsys):
+    src, out = tmp_path / "solutions", tmp_path / "notebooks"
+    src.mkdir()
+    nbformat.write(solution_notebook(), src / "04_attention.ipynb")
+    args = ["student", "--source", str(src), "--out", str(out)]
+    assert cli.main([*args, "--check"]) == 1
+    assert "04_attention.ipynb: missing" in capsys.readouterr().err
+    assert not out.exists(), "--check writes nothing"
+    assert cli.main(args) == 0
+    assert cli.main([*args, "--check"]) == 0
+    target = out / "04_attention.ipynb"
+    target.write_text(target.read_text().replace("Exercise 4.2", "Exercise 4.9"))  # a hand edit
+    (out / "99_stale.ipynb").write_text(target.read_text())
+    assert cli.main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "04_attention.ipynb: differs" in err and "99_stale.ipynb: has no source" in err
+    assert cli.main(args) == 0
+    assert cli.main([*args, "--check"]) == 0 and not (out / "99_stale.ipynb").exists()
+
+
+def test_student_usage_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["student", "--source", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert cli.main(["student", "--source", str(tmp_path), "--out", str(tmp_path)]) == 2
+    (tmp_path / "04_attention.ipynb").write_text("{not json")
+    assert cli.main(["student", "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--check"]) == 2
+    assert "not a readable notebook" in capsys.readouterr().err
+
+
+def test_the_repository_notebooks_are_in_sync():
+    done = subprocess.run(
+        [sys.executable, "-m", "labutils", "student", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------------------- the course's notebooks
+
+
+def test_there_are_six_solution_notebooks():
+    assert [path.stem for path in SOLUTIONS] == [
+        "01_tokenization", "02_coding_and_padding", "03_embedding", "04_attention", "05_transformer",
+        "06_translation",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solution_notebooks_follow_the_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["labutils"] == {"notebook": path.stem, "version": nb.metadata["labutils"]["version"]}
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    answers = release.validate(nb, path.stem)  # every answer cell followed by its check cell
+    assert 2 <= len(answers) <= 4
+    for rank, info in enumerate(answers, start=1):
+        exercise = checks.EXERCISES[info["grade_id"]]
+        assert exercise.number == f"{int(path.stem[:2])}.{rank}"
+        assert info["points"] == exercise.points
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "solutions are stored without outputs"
+            assert "raises-exception" not in cell.metadata.get("tags", [])
+        info = cell.metadata.get("labutils", {})
+        if info.get("kind") == "check":
+            function = info["grade_id"].split(".")[1]
+            assert cell.source.strip().endswith(f"checks.{function}({function})"), "the check call comes last"
+    assert path.stat().st_size < 1_500_000
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_the_first_code_cell_checks_the_version_in_the_metadata(path, monkeypatch, capsys):
+    nb = nbformat.read(path, as_version=4)
+    first = next(cell for cell in nb.cells if cell.cell_type == "code")
+    version = nb.metadata["labutils"]["version"]
+    assert f'NOTEBOOK_VERSION = "{version}"' in first.source
+    assert "labutils.device()" in first.source and "make lab" in first.source
+    exec(first.source, {})
+    assert f"labutils {labutils.__version__}" in capsys.readouterr().out
+    monkeypatch.setattr(labutils, "__version__", "0.0.1")  # an older labutils: one clear error
+    with pytest.raises(ImportError, match=r"older than this notebook .*run `make lab`"):
+        exec(first.source, {})
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_student_notebooks_hold_no_solution(path):
+    student = ROOT / "notebooks" / path.name
+    text = student.read_text()
+    for marker in (release.BEGIN_SOLUTION, release.END_SOLUTION, release.BEGIN_HIDDEN, release.END_HIDDEN):
+        assert marker not in text
+    nb = nbformat.read(student, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            ast.parse(cell.source.replace("%", "#").replace("!", "#"))
+            assert cell.outputs == []
+    grade_ids = [cell.metadata["labutils"]["grade_id"] for cell in nb.cells if "labutils" in cell.metadata]
+    assert grade_ids and all(g.startswith(path.stem + ".") for g in grade_ids)
+
+
+def test_the_notebook_version_is_the_package_version_or_older():
+    def version(text):
+        return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+    for path in SOLUTIONS:
+        assert version(nbformat.read(path, as_version=4).metadata["labutils"]["version"]) <= version(
+            labutils.__version__
+        )
