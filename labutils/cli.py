@@ -125,6 +125,7 @@ def add_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", type=positive_int, default=5000, help="pairs in the test split")
     parser.add_argument("--validation", type=positive_int, default=2000, help="pairs in the validation split")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes")
 
 
 def run_split(args: argparse.Namespace) -> int:
@@ -140,7 +141,7 @@ def run_split(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        splits = data.split_pairs(pairs, args.seed, args.test, args.validation)
+        splits = data.split_pairs(pairs, args.seed, args.test, args.validation, workers=args.workers)
     except ValueError as error:
         raise UsageError(str(error)) from None
     for name, split in splits.items():

@@ -385,6 +385,7 @@ def split_pairs(
     n_test: int = 5000,
     n_validation: int = 2000,
     structure_share: float = 0.03,
+    workers: int = 1,
 ) -> dict[str, list[tuple[str, str]]]:
     """Split unique pairs into the four splits.
 
@@ -392,9 +393,15 @@ def split_pairs(
     depend on the order of the pairs) form the ``structures`` split; of the rest, ``n_test`` and
     ``n_validation`` random pairs form the test and validation splits, and the remainder is for training.
     """
+    from labutils.pool import TimedPool
+
+    with TimedPool(workers, timeout=60) as pool:
+        outcomes = list(pool.map_ordered(structure, ((source,) for source, _ in pairs)))
     structures_split, rest = [], []
-    for pair in pairs:
-        digest = hashlib.sha256(f"{seed}:{structure(pair[0])}".encode()).digest()
+    for pair, outcome in zip(pairs, outcomes):
+        if outcome.error is not None:
+            raise ValueError(f"cannot find the structure of {pair[0]!r}: {outcome.error}")
+        digest = hashlib.sha256(f"{seed}:{outcome.value}".encode()).digest()
         held_out = int.from_bytes(digest[:8], "big") / 2**64 < structure_share
         (structures_split if held_out else rest).append(pair)
     rest = sorted(rest)

@@ -36,7 +36,7 @@ from labutils.plotting import (
 )
 from labutils.widgets import Check, Prediction, SympyChecker, describe_series, predict, read_source
 
-__all__ = ["LECTURE_EXPRESSIONS", "Weights", "find_weights", "read_expressions", "make_figures"]
+__all__ = ["LECTURE_EXPRESSIONS", "Weights", "find_weights", "read_expressions", "make_figures", "stale"]
 
 #: The lecture's two examples.
 LECTURE_EXPRESSIONS = ("tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)")
@@ -212,6 +212,28 @@ def _record(prediction: Prediction, check: Check) -> dict:
         "verdict": check.verdict,
         "sympy_series": check.truth,
     }
+
+
+def stale(folder: str | Path, weights: str | Path | None = None, name: str = SHIPPED_NAME) -> list[str]:
+    """Why the figures in ``folder`` do not match ``weights`` (default: the shipped ones); [] if they do."""
+    folder = Path(folder)
+    weights = Path(weights) if weights is not None else shipped_weights_path()
+    remake = "run `python -m labutils figures` (make figures) and commit the folder"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"{folder} has no {MANIFEST}: the figures were never made; {remake}"]
+    except ValueError as error:
+        return [f"{folder / MANIFEST} is not JSON ({error}); {remake}"]
+    problems = []
+    if manifest.get("weights") != name:
+        problems.append(f"the figures were made from {manifest.get('weights')!r}, not {name}; {remake}")
+    if manifest.get("weights_sha256") != sha256_of(weights):
+        problems.append(f"{name} changed since the figures were made; {remake}")
+    missing = [file for file in manifest.get("files", []) if not (folder / file).is_file()]
+    if missing:
+        problems.append(f"{folder} lacks {', '.join(missing)}; {remake}")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------ the figures

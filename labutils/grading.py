@@ -102,9 +102,14 @@ def _text(source) -> str:
 
 
 def _labutils_meta(holder) -> dict:
+    """``metadata.labutils`` with only well-typed string values: a submission's metadata may be anything."""
     meta = holder.get("metadata") if isinstance(holder, dict) else None
     value = meta.get("labutils") if isinstance(meta, dict) else None
-    return value if isinstance(value, dict) else {}
+    return (
+        {k: v for k, v in value.items() if isinstance(v, (str, int, float))}
+        if isinstance(value, dict)
+        else {}
+    )
 
 
 def _tags(cell: dict) -> list:
@@ -194,7 +199,7 @@ def load_source(path: Path) -> Source | None:
         meta = _labutils_meta(cell)
         if meta.get("kind") != "check":
             continue
-        answer = _labutils_meta(notebook.cells[index - 1])  # release checked: the answer comes just before
+        answer = notebook.cells[index - 1].metadata["labutils"]  # release checked: the answer is just before
         grade_id, function = meta["grade_id"], defined_names(notebook.cells[index - 1].source)[0]
         visible = student.cells[index].source
         full = cell.source if visible.strip() != cell.source.strip() else None
@@ -264,7 +269,7 @@ def identify(notebook: dict, sources: dict[str, Source]) -> tuple[Source, str | 
 #: Student code that reaches into the grading machinery: a hint for the instructor, not a proof.
 _SUSPICIOUS = re.compile(
     r"display_pub|publish_display_data|settrace|setprofile|linecache|vnd\.labutils|_labutils_grader"
-    r"|sys\.modules\s*\[|\blabutils\.checks\.\w+\s*=[^=]|\btorch(\.\w+)+\s*=[^=]"
+    r"|hidden_test|sys\.modules\s*\[|\blabutils\.checks\.\w+\s*=[^=]|\.(allclose|isclose|equal)\s*=[^=]"
 )
 
 
@@ -308,11 +313,11 @@ def make_plan(notebook: dict, source: Source, limits: Limits, nonce: str) -> Pla
         if cell.get("cell_type") == "code"
     ]
     tagged: dict[str, list[int]] = {grade_id: [] for grade_id in known}
-    checks, notes, review = set(), [], []
+    check_cells, notes, review = set(), [], []
     for number, cell in cells:
         meta = _labutils_meta(cell)
         if meta.get("kind") == "check":
-            checks.add(number)  # the student's copy never runs: the grader brings its own
+            check_cells.add(number)  # the student's copy never runs: the grader brings its own
         elif meta.get("kind") == "answer" and meta.get("grade_id") in known:
             tagged[meta["grade_id"]].append(number)
         elif meta.get("kind") == "answer":
@@ -338,7 +343,7 @@ def make_plan(notebook: dict, source: Source, limits: Limits, nonce: str) -> Pla
             found = [
                 n
                 for n, cell in cells
-                if n not in checks and exercise.name in finder(_text(cell.get("source")))
+                if n not in check_cells and exercise.name in finder(_text(cell.get("source")))
             ]
             if found:
                 chosen[exercise.grade_id] = found[-1]
@@ -362,7 +367,7 @@ def make_plan(notebook: dict, source: Source, limits: Limits, nonce: str) -> Pla
         if number > last:
             break  # nothing after the last answer can change a grade
         code = _text(cell.get("source"))
-        if number in checks or not code.strip():
+        if number in check_cells or not code.strip():
             continue
         if _SUSPICIOUS.search(code):
             review.append(
@@ -519,6 +524,8 @@ class Kernel:
     def __init__(self, limits: Limits):
         self.limits = limits
         self.folder = Path(tempfile.mkdtemp(prefix="labutils-grade-"))
+        self.work = self.folder / "work"  # the kernel's working folder; its log stays out of reach
+        self.work.mkdir()
         self.output_bytes = 0
         self.reason: str | None = None  # set by the watcher when it kills the kernel
         self._done = threading.Event()
@@ -534,7 +541,7 @@ class Kernel:
                 kernel_name="labutils-grader", kernel_spec_manager=_own_python_specs()
             )
             self._log = open(self.folder / "kernel.log", "wb")  # noqa: SIM115 (closed in __exit__)
-            self.manager.start_kernel(cwd=str(self.folder), stdout=subprocess.DEVNULL, stderr=self._log)
+            self.manager.start_kernel(cwd=str(self.work), stdout=subprocess.DEVNULL, stderr=self._log)
             self.process = self.manager.provisioner.process
             self.client = self.manager.client()
             self.client.start_channels()
@@ -577,9 +584,9 @@ class Kernel:
                 except psutil.Error:
                     pass
             if rss > limit:
-                self.kill(f"used more than {self.limits.memory_mb:g} MB of memory")
-            elif self._log_size() > self.limits.output_mb * 1e6:
-                self.kill(f"printed more than {self.limits.output_mb:g} MB")
+                return self.kill(f"used more than {self.limits.memory_mb:g} MB of memory")
+            if self._log_size() > self.limits.output_mb * 1e6:
+                return self.kill(f"printed more than {self.limits.output_mb:g} MB")
 
     def _log_size(self) -> int:
         try:
@@ -873,7 +880,9 @@ def _grade(notebook: dict, source: Source, limits: Limits, submission: str, iden
                     run = kernel.run(step.code, step.timeout)
                 except Stopped as stop:
                     where = (
-                        f"cell {step.cell}" if step.role == "student" else f"the check of cell {step.cell}"
+                        f"cell {step.cell}"
+                        if step.role == "student"
+                        else f"the check of your answer (cell {step.cell})"
                     )
                     stopped = (step, f"{where} {stop}")
                     break
@@ -989,6 +998,10 @@ class Ledger:
     def __init__(self, out: str | os.PathLike, resume: bool = False, force: bool = False):
         self.out, self.totals = Path(out), totals_path(out)
         self.done: dict[str, list[str]] = {}
+        if not self.out.parent.is_dir():
+            raise GradingError(f"--out {self.out}: folder {self.out.parent} does not exist")
+        if self.out.is_dir():
+            raise GradingError(f"--out {self.out}: is a folder, expected a file name")
         exists = self.out.exists() or self.totals.exists()
         if exists and not (resume or force):
             raise GradingError(f"{self.out} exists: add --resume to continue it or --force to start again")

@@ -136,17 +136,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.0, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 20, "max_steps": 150,
         "batch_size": 64, "max_tokens": 4000, "val_every": 50, "val_size": 100, "train_size": 3000,
     },
-    # The best recipe for a 2-core CPU.
+    # The best recipe for a 2-core CPU: no dropout (a few epochs do not overfit), a short warmup and a
+    # high peak rate that pre-norm layers tolerate, and batches capped by tokens so long series stay cheap.
     "cpu": {
         "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
-        "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 500, "max_steps": 20_000,
-        "batch_size": 256, "max_tokens": 8000, "val_every": 500, "val_size": 1000,
+        "dropout": 0.0, "tie_embeddings": False, "lr": 1.5e-3, "min_lr": 5e-5, "warmup_steps": 300,
+        "max_steps": 6_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
     },
-    # The recipe of the shipped model: the same family, trained longer.
+    # The recipe of the shipped model: the cpu recipe, trained longer.
     "full": {
         "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
-        "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 1000, "max_steps": 100_000,
-        "batch_size": 512, "max_tokens": 16_000, "val_every": 1000, "val_size": 1000,
+        "dropout": 0.0, "tie_embeddings": False, "lr": 1.5e-3, "min_lr": 5e-5, "warmup_steps": 300,
+        "max_steps": 8_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
     },
 }  # fmt: skip
 

@@ -31,7 +31,7 @@ import ipywidgets as w
 import torch
 from matplotlib.figure import Figure
 
-from labutils import metrics
+from labutils import metrics, plotting
 from labutils.data import normalize, parse_expression
 from labutils.decode import beam_search, greedy_decode
 from labutils.model import Seq2SeqTransformer, load_pretrained, load_weights
@@ -42,7 +42,7 @@ from labutils.tokens import SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, TokenizationErr
 __all__ = ["explore", "AttentionExplorer", "predict", "read_source", "Prediction", "SympyChecker", "Check"]
 
 LECTURE_EXPRESSION = "cosh(a*x)**3+tanh(b*x)"
-KINDS = {"cross": "cross-attention", "encoder": "encoder self-attention", "decoder": "decoder self-attention"}
+KINDS = ("cross", "encoder", "decoder")
 ALL_HEADS = "all"
 
 # ------------------------------------------------------------------------------------- the model's answer
@@ -184,14 +184,14 @@ class SympyChecker:
             if self._fresh:
                 self._pool.timeout = self.startup_timeout
                 list(self._pool.map_ordered(_ready, [()]))
-                self._pool.timeout = self.timeout
                 self._fresh = False
+            self._pool.timeout = self.timeout
             (outcome,) = self._pool.map_ordered(_sympy_check, [(expression, prediction)])
+            if outcome.error in ("timed out", "worker crashed"):
+                self._fresh = True  # a new worker took its place
         if outcome.error is None:
             truth, verdict = outcome.value
             return Check(verdict, truth)
-        if outcome.error in ("timed out", "worker crashed"):
-            self._fresh = True  # a new worker took its place
         if outcome.error == "timed out":
             return Check(metrics.TIMEOUT)
         return Check("error", detail=outcome.error)
@@ -206,24 +206,27 @@ class SympyChecker:
 # ------------------------------------------------------------------------------------- the explorer
 
 
-class _LRU(OrderedDict):
-    """A dict that forgets its least recently used entries beyond ``size``."""
+class _LRU:
+    """A cache that forgets its least recently used entries beyond ``size``; safe to share between threads."""
 
     def __init__(self, size: int):
-        super().__init__()
         self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key, default=None):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
+        with self._lock:
+            if key not in self._items:
+                return default
+            self._items.move_to_end(key)
+            return self._items[key]
 
     def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 class AttentionExplorer(w.VBox):
@@ -267,7 +270,7 @@ class AttentionExplorer(w.VBox):
             layout=w.Layout(width="34em"),
         )
         self.kind = w.Dropdown(
-            options=[(f"{label} ({name})", name) for name, label in KINDS.items()],
+            options=[(plotting.KINDS[name][0], name) for name in KINDS],
             value=kind,
             description="attention",
             layout=w.Layout(width="24em"),
@@ -299,6 +302,10 @@ class AttentionExplorer(w.VBox):
                 self.figure,
             ]
         )
+
+        self.add_class("labutils-explorer")
+        for name in ("expression", "kind", "layer", "head", "decoding", "status", "series_output", "figure"):
+            getattr(self, name).add_class(f"labutils-{name.replace('_', '-')}")
 
         self._predictions = _LRU(128)  # (text, decoding) → Prediction or the error message
         self._drawings = _LRU(64)  # (expression, decoding, kind, layer, head) → PNG bytes
@@ -468,7 +475,7 @@ class AttentionExplorer(w.VBox):
 
     def _check(self, prediction: Prediction) -> None:
         key = (prediction.expression, prediction.series)
-        if key not in self._checks:
+        if self._checks.get(key) is None:
             if self._shown is not prediction:
                 return  # the student moved on before sympy's turn came: check it if they come back
             check = self._checker.check(*key)
@@ -478,7 +485,7 @@ class AttentionExplorer(w.VBox):
             with self.hold_sync():
                 text = self.expression.value
                 self.series_output.value = _series_html(
-                    text, prediction, self._checks[key], self._checker.timeout
+                    text, prediction, self._checks.get(key), self._checker.timeout
                 )
                 self._set_status("")
 
@@ -519,7 +526,7 @@ class AttentionExplorer(w.VBox):
             axes = figure.subplots(nrows, ncols, squeeze=False)
             for extra in axes.flat[n_heads:]:
                 extra.remove()
-            title = f"{KINDS[kind]}, layer {layer}, all heads"
+            title = f"{plotting.KINDS[kind][0]}, layer {layer}, all heads"
             plot_attention_grid(attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title)
         else:
             size = (_clip(0.3 * lk, 3.0, 10.0) + 2.8, _clip(0.3 * lq, 2.5, 12.0) + 2.0)
@@ -530,6 +537,8 @@ class AttentionExplorer(w.VBox):
     # ---- what is shown
 
     def _set_status(self, message: str, busy: bool = False, error: bool = False) -> None:
+        # The class lets a browser test wait for the explorer: ``.labutils-explorer:not(.labutils-busy)``.
+        (self.add_class if busy else self.remove_class)("labutils-busy")
         if error:
             self.status.value = f'<span style="color:#b00020">⚠ {html.escape(message)}</span>'
         elif busy:

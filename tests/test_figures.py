@@ -1,0 +1,146 @@
+"""``python -m labutils figures``: every figure made, reproducibly, from the weights the manifest names."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from labutils import cli, figures  # noqa: E402
+from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights  # noqa: E402
+from labutils.tokens import TARGET_VOCAB  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small random model that writes "1" over and over, with a training log beside it."""
+    folder = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    config = ModelConfig(
+        d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_tgt_len=16
+    )
+    model = Seq2SeqTransformer(config)
+    with torch.no_grad():
+        model.generator.bias[TARGET_VOCAB.stoi["1"]] += 10.0
+    save_weights(model, folder / "model.pt")
+    with open(folder / "log.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["step", "train_loss", "val_loss", "val_exact"])
+        writer.writerows([[0, 3.2, 3.1, 0.0], [50, 1.5, "", ""], [100, 0.9, 1.0, 0.25]])
+    return folder / "model.pt"
+
+
+def run(*argv: str) -> int:
+    return cli.main(["figures", *argv])
+
+
+def test_figures_command_writes_every_figure_and_the_manifest(checkpoint, tmp_path, capsys):
+    out = tmp_path / "figures"
+    out.mkdir()
+    # Left by an earlier run: a figure the manifest listed goes, a file it did not list stays.
+    (out / "old_expression_cross.png").write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    (out / "manifest.json").write_text(json.dumps({"files": ["old_expression_cross.png"]}))
+
+    assert run("--out", str(out), "--checkpoint", str(checkpoint), "--expr", "tan(hx)+sinh(gx)") == 0
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    stems = ["attention_two_tokens", "positional_encoding", "loss"] + [
+        f"tan_h_x_plus_sinh_g_x_{kind}{grid}"
+        for kind in ("encoder", "decoder", "cross")
+        for grid in ("", "_heads")
+    ]
+    expected = sorted(f"{stem}.{ext}" for stem in stems for ext in ("png", "svg"))
+    assert manifest["files"] == expected
+    assert manifest["weights_sha256"] == sha256(checkpoint)
+    assert manifest["weights"] == str(checkpoint)
+    (record,) = manifest["expressions"]
+    assert record["expression"] == "tan(h*x)+sinh(g*x)"
+    assert record["model_series"] == "1" * 16  # the model's own answer, not the truth
+    assert record["verdict"] == "wrong"
+    assert record["sympy_series"] == "x*(g+h)+x**3*(g**3/6+h**3/3)+x**5*(g**5/120+2*h**5/15)+O(x**6)"
+
+    for name in expected:
+        data = (out / name).read_bytes()
+        if name.endswith(".png"):
+            assert data.startswith(b"\x89PNG\r\n\x1a\n")
+            with Image.open(out / name) as image:
+                assert image.info["dpi"] == pytest.approx((200, 200), abs=0.1)
+                assert "Software" not in image.info  # no version stamp: the same figure, the same bytes
+        else:
+            assert data.startswith(b"<?xml") and b"</svg>" in data
+            assert b"<dc:date>" not in data
+    assert not (out / "old_expression_cross.png").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "tan(h*x)+sinh(g*x) → " + "1" * 16 + " [wrong]" in capsys.readouterr().err
+
+
+def test_figures_are_reproducible(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        figures.save_figure(figures.two_token_figure(), tmp_path / folder / "two")
+    for ext in ("png", "svg"):
+        assert (tmp_path / "a" / f"two.{ext}").read_bytes() == (tmp_path / "b" / f"two.{ext}").read_bytes()
+
+
+def test_file_names_tell_expressions_apart():
+    stems = figures._stems(["cosh(a*x)**3+tanh(b*x)", "cosh(a*x)**3-tanh(b*x)", "sin((a+b)*x)", "sin(a+b*x)"])
+    assert stems[:2] == ["cosh_a_x_pow_3_plus_tanh_b_x", "cosh_a_x_pow_3_minus_tanh_b_x"]
+    assert len(set(stems)) == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "no/such/model.pt"], "error: no/such/model.pt: no such weights file"),
+        (["--checkpoint", "{garbage}"], "not a readable weights file"),
+        (["--checkpoint", "{folder}"], "run folder without best.pt"),
+        (["--expr", "sin(x)+$"], "error: --expr 'sin(x)+$': unknown character '$' at position 7"),
+        (["--out", "{garbage}"], "is a file, expected a folder"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(checkpoint, tmp_path, capsys, argv, message):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    argv = [a.format(garbage=garbage, folder=tmp_path) for a in argv]
+    if "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(checkpoint)]
+    assert run("--out", str(tmp_path / "out"), *argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message.format(garbage=garbage) in err
+    assert not (tmp_path / "out").exists()  # nothing made
+
+
+def test_the_staleness_check_notices_changed_weights(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights, version 1")
+    (tmp_path / "a.png").write_bytes(b"png")
+    manifest = {"weights": figures.SHIPPED_NAME, "weights_sha256": sha256(weights), "files": ["a.png"]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert figures.stale(tmp_path, weights) == []
+    weights.write_bytes(b"weights, version 2")
+    (problem,) = figures.stale(tmp_path, weights)
+    assert "changed since the figures were made" in problem
+    (tmp_path / "a.png").unlink()
+    assert "lacks a.png" in figures.stale(tmp_path, weights)[-1]
+    assert "never made" in figures.stale(tmp_path / "nowhere", weights)[0]
+
+
+def test_the_repositorys_figures_come_from_the_shipped_weights():
+    """figures/ is never stale: when the shipped weights change, `make figures` must be run again."""
+    if not figures.shipped_weights_path().is_file():
+        pytest.skip("the package ships no weights yet")
+    assert figures.stale(REPO / "figures") == []

@@ -1,0 +1,284 @@
+"""The attention explorer, driven in-process as a student would: typing, Enter, selectors, bad input."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import labutils.widgets as widgets  # noqa: E402
+from labutils import metrics  # noqa: E402
+from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights  # noqa: E402
+from labutils.plotting import KINDS  # noqa: E402
+from labutils.tokens import TARGET_VOCAB, tokenize  # noqa: E402
+from labutils.widgets import AttentionExplorer, Check, Prediction, predict  # noqa: E402
+
+LECTURE = "cosh(a*x)**3+tanh(b*x)"
+LECTURE_SERIES = "1+b*x+3*a**2*x**2/2-b**3*x**3/3+7*a**4*x**4/8+2*b**5*x**5/15+O(x**6)"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def small_model(favourite: str = "1", max_tgt_len: int = 24) -> Seq2SeqTransformer:
+    """A random model that writes ``favourite`` over and over: predictable, and wrong."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=64, max_tgt_len=max_tgt_len
+    )
+    model = Seq2SeqTransformer(config).eval()
+    with torch.no_grad():
+        model.generator.bias[TARGET_VOCAB.stoi[favourite]] += 10.0
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def explorer(model):
+    """One explorer for the module: its sympy worker starts once (importing torch and sympy takes seconds)."""
+    explorer = AttentionExplorer(model, debounce=0.2, sympy_timeout=30.0)
+    yield explorer
+    explorer.close()
+    explorer.expression.value = "sin(x)"  # after close: nothing runs, nothing raises
+    assert explorer.wait(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def show(explorer, **values):
+    """Set controls, as the front end would, and wait until the explorer shows them."""
+    for name, value in values.items():
+        getattr(explorer, name).value = value
+    assert explorer.wait(timeout=60), "the explorer did not finish in 60 s"
+    assert explorer.last_error is None, repr(explorer.last_error)
+
+
+# ------------------------------------------------------------------------------------- the model's answer
+
+
+def test_predict_shows_the_tokens_the_model_wrote(model):
+    prediction = predict(model, "tan(hx)+sinh(gx)")
+    assert prediction.expression == "tan(h*x)+sinh(g*x)"
+    assert prediction.series == "1" * 24  # the model writes until max_tgt_len
+    attention = prediction.attention
+    assert attention["target_tokens"] == ["<sos>"] + ["1"] * 23  # <sos> + tokens, cut to max_tgt_len
+    assert attention["source_tokens"][1:-1] == [
+        "tan",
+        "(",
+        "h",
+        "*",
+        "x",
+        ")",
+        "+",
+        "sinh",
+        "(",
+        "g",
+        "*",
+        "x",
+        ")",
+    ]
+    ls, lt = len(attention["source_tokens"]), len(attention["target_tokens"])
+    assert [tuple(w.shape) for w in attention["cross"]] == [(1, 2, lt, ls)] * 2
+    assert [tuple(w.shape) for w in attention["encoder"]] == [(1, 2, ls, ls)]
+    rows = attention["decoder"][1].sum(-1)
+    torch.testing.assert_close(rows, torch.ones_like(rows))
+
+
+def test_predict_draws_a_malformed_series_as_written():
+    """Unbalanced parentheses cannot be re-read from text; the maps still show the model's own tokens."""
+    prediction = predict(small_model("(", max_tgt_len=12), LECTURE)
+    assert prediction.series == "(" * 12
+    assert prediction.attention["target_tokens"] == ["<sos>"] + ["("] * 11
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sin(x)+$", "unknown character '$' at position 7"),
+        ("sin(x", "unbalanced '('"),
+        ("x+", "cannot read 'x+' as an expression"),
+        ("exp(1)*x", "which the model cannot read"),  # sympy writes E*x
+    ],
+)
+def test_predict_refuses_what_the_model_cannot_read(model, text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        predict(model, text)
+
+
+def test_sympy_check_confirms_an_equivalent_series():
+    truth, verdict = widgets._sympy_check(
+        LECTURE, "1+x*b+3*a**2*x**2/2-b**3*x**3/3+7*a**4*x**4/8+2*b**5*x**5/15"
+    )
+    assert (truth, verdict) == (LECTURE_SERIES, metrics.OK)
+    assert widgets._sympy_check(LECTURE, "1+b*x+O(x**6)")[1] == metrics.WRONG
+    assert widgets._sympy_check(LECTURE, "((")[1] == metrics.UNPARSABLE
+
+
+# ------------------------------------------------------------------------------------- the explorer
+
+
+def test_explorer_shows_the_lecture_example_and_sympys_verdict(explorer, model):
+    assert explorer.expression.value == LECTURE
+    assert [value for _, value in explorer.layer.options] == [0, 1]  # cross: the decoder's two layers
+    assert explorer.head.options[0] == ("all heads", "all")
+    show(explorer)
+    html = explorer.series_output.value
+    assert "cosh(a*x)**3+tanh(b*x)" in html and "1" * 24 in html
+    assert "not sympy&#x27;s series" in html and LECTURE_SERIES in html
+    assert bytes(explorer.figure.value).startswith(PNG)
+    assert explorer.status.value == ""  # nothing running, no error
+    assert "model (greedy): " + "1" * 24 in explorer.summary()
+    bundle = explorer._repr_mimebundle_()  # front ends without widgets show the PNG and the text
+    assert {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"} <= set(bundle)
+    assert "sympy's series: " + LECTURE_SERIES in bundle["text/plain"]
+
+
+def test_typing_waits_for_a_pause_and_runs_the_model_once(explorer):
+    show(explorer)
+    before = dict(explorer.computed)
+    explorer.debounce = 1.0
+    try:
+        for text in ("t", "ta", "tan(", "tan(hx", "tan(hx)+sinh(gx)"):
+            explorer.expression.value = text  # keystrokes, far faster than the 1 s pause
+        assert "waiting for you to finish typing" in explorer.status.value
+        assert "labutils-busy" in explorer._dom_classes  # for a browser test to wait on
+        show(explorer)
+    finally:
+        explorer.debounce = 0.2
+    assert "labutils-busy" not in explorer._dom_classes
+    assert explorer.computed["predictions"] == before["predictions"] + 1
+    html = explorer.series_output.value
+    assert "tan(h*x)+sinh(g*x)" in html and "you typed" in html
+
+
+def test_enter_runs_the_model_without_waiting_for_the_pause(explorer):
+    show(explorer)
+    explorer.debounce = 600.0  # a pause the test would not survive
+    try:
+        explorer.expression.value = "sin(a*x)*cos(b*x)"
+        explorer.expression._handle_custom_msg({"event": "submit"}, [])  # what the front end sends on Enter
+        assert explorer.wait(timeout=60)
+    finally:
+        explorer.debounce = 0.2
+    assert "sin(a*x)*cos(b*x)" in explorer.series_output.value
+
+
+def test_selectors_redraw_and_the_cache_answers_what_was_seen(explorer, model):
+    show(explorer, expression=LECTURE, kind="cross", layer=1, head="all", decoding="greedy")
+    all_heads = bytes(explorer.figure.value)
+    before = dict(explorer.computed)
+    show(explorer, head=0)
+    assert bytes(explorer.figure.value) != all_heads
+    assert explorer.computed["drawings"] == before["drawings"] + 1
+    show(explorer, head="all")
+    assert bytes(explorer.figure.value) == all_heads  # from the cache: nothing drawn, nothing predicted
+    assert explorer.computed == {**before, "drawings": before["drawings"] + 1}
+    show(explorer, kind="encoder")
+    assert [value for _, value in explorer.layer.options] == [0]  # the encoder has one layer
+    assert explorer.layer.value == 0
+    show(explorer, kind="decoder")
+    assert [value for _, value in explorer.layer.options] == [0, 1]
+    assert explorer.computed["predictions"] == before["predictions"]  # only drawings changed
+
+
+def test_beam_decoding(explorer):
+    show(explorer, expression=LECTURE, decoding="beam")
+    assert "model (beam)" in explorer.series_output.value
+    show(explorer, decoding="greedy")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("sin(x)+$", "unknown character &#x27;$&#x27; at position 7"), ("sin(x", "unbalanced &#x27;(&#x27;")],
+)
+def test_a_bad_expression_shows_the_tokenizers_message(explorer, text, message):
+    show(explorer, expression=text)
+    assert message in explorer.status.value
+    assert message in explorer.series_output.value
+    assert bytes(explorer.figure.value) == b""  # no heatmap of an expression that is not there
+    assert "error: " in explorer.summary()
+    show(explorer, expression=LECTURE)
+    assert bytes(explorer.figure.value).startswith(PNG)
+
+
+def test_a_correct_series_is_confirmed(explorer, model, monkeypatch):
+    def perfect(model, expression, decoding="greedy", beam=4):
+        normalized, src_codes = widgets.read_source(expression)
+        codes = TARGET_VOCAB.encode(tokenize(LECTURE_SERIES))[:20]
+        return Prediction(normalized, decoding, LECTURE_SERIES, widgets._attention(model, src_codes, codes))
+
+    monkeypatch.setattr(widgets, "predict", perfect)
+    show(explorer, expression="cosh(ax)**3+tanh(bx)")
+    assert "✓ the same series as sympy" in explorer.series_output.value
+    assert "sympy's series" not in explorer.summary()
+
+
+def test_an_unexpected_error_is_shown_not_lost_in_a_thread(explorer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(widgets, "predict", broken)
+    explorer.expression.value = "sinh(m*x)"
+    assert explorer.wait(timeout=60)
+    assert "unexpected error" in explorer.status.value and "RuntimeError: boom" in explorer.status.value
+    assert isinstance(explorer.last_error, RuntimeError)
+    explorer.last_error = None
+
+
+def test_a_slow_sympy_is_cut_off(explorer, monkeypatch):
+    monkeypatch.setattr(widgets.SympyChecker, "check", lambda self, e, p: Check(metrics.TIMEOUT))
+    show(explorer, expression="tanh(f*x)**2")
+    assert "sympy needed more than 30 s" in explorer.series_output.value
+
+
+def test_sympy_checker_stops_a_check_that_runs_too_long():
+    checker = widgets.SympyChecker(timeout=30.0)
+    try:
+        assert checker.check("sin(a*x)", "a*x+O(x**6)").verdict == metrics.WRONG  # the worker is up
+        checker.timeout = 0.001
+        assert checker.check("tan(a*x)/sin(b*x)", "x").verdict == metrics.TIMEOUT
+    finally:
+        checker.close()
+
+
+# ------------------------------------------------------------------------------------- without a front end
+
+
+def test_explore_without_a_front_end_prints_and_draws(model, tmp_path, capsys):
+    save_weights(model, tmp_path / "model.pt")
+    explorer = widgets.explore("tan(hx)+sinh(gx)", checkpoint=tmp_path / "model.pt", head=1, sympy_timeout=30)
+    try:
+        printed = capsys.readouterr().out
+        assert "expression: tan(h*x)+sinh(g*x)" in printed
+        assert "model (greedy): " + "1" * 24 in printed
+        assert "sympy's series: x*(g+h)" in printed
+        (number,) = plt.get_fignums()  # the static figure, drawn with pyplot
+        assert plt.figure(number).axes[0].get_title() == KINDS["cross"][0] + ", layer 1, head 1"
+    finally:
+        explorer.close()
+    with pytest.raises(ValueError, match="not both"):
+        widgets.explore(model=model, checkpoint=tmp_path / "model.pt")
+
+
+def test_import_labutils_needs_no_jupyter_and_explore_is_lazy():
+    code = (
+        "import sys, labutils\n"
+        "assert not {'ipywidgets', 'IPython'} & set(sys.modules), 'import labutils imported Jupyter'\n"
+        "from labutils import explore\n"
+        "import labutils.widgets\n"
+        "assert explore is labutils.widgets.explore\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
