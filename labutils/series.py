@@ -150,11 +150,13 @@ class Series:
     def __pow__(self, p: int) -> Series:
         if p < 0:
             return self.inverse() ** (-p)
-        result = Series.constant(_RING.one, self.prec - self.val + p * self.val + 10**6)
+        if p == 0:
+            return Series.constant(_RING.one, self.prec)
+        result = None
         base = self
-        while p:
+        while p:  # binary powering
             if p & 1:
-                result = result * base
+                result = base if result is None else result * base
             p >>= 1
             if p:
                 base = base * base
@@ -183,7 +185,6 @@ def _series(expr: sp.Expr, prec: int) -> Series:
             total = term if total is None else total + term
         return total
     if expr.is_Mul:
-        # Multiply the factors that vanish at 0 last, so that the others keep their full precision.
         product = None
         for arg in expr.args:
             factor = _series(arg, prec)

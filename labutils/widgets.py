@@ -321,6 +321,7 @@ class AttentionExplorer(w.VBox):
             self._sympy_thread: set(),
         }
         self._shown: Prediction | None = None
+        self._shown_generation = 0
         self._syncing = False
         weakref.finalize(self, _shut_down, self._model_thread, self._sympy_thread, self._checker)
 
@@ -440,7 +441,7 @@ class AttentionExplorer(w.VBox):
         text, decoding, kind, layer, head = request
         prediction = self._predictions.get((text, decoding))
         if prediction is None:
-            self._set_status("the model is writing the series…", busy=True)
+            self._set_status("the model is writing the series…", busy=True, generation=generation)
             try:
                 prediction = predict(self.model, text, decoding, self.beam)
             except (TokenizationError, ValueError) as error:
@@ -450,26 +451,24 @@ class AttentionExplorer(w.VBox):
         if isinstance(prediction, str):
             if self._current(generation):
                 self._shown = None
-                with self.hold_sync():
-                    self._set_status(prediction, error=True)
-                    self.series_output.value = _error_html(text, prediction)
-                    self.figure.value = b""
+                self._set_status(prediction, error=True)
+                self.series_output.value = _error_html(text, prediction)
+                self.figure.value = b""
             return
         key = (prediction.expression, decoding, kind, layer, head)
         png = self._drawings.get(key)
         if png is None:
-            self._set_status("drawing…", busy=True)
+            self._set_status("drawing…", busy=True, generation=generation)
             png = self._png(prediction, kind, layer, head)
             self.computed["drawings"] += 1
             self._drawings.put(key, png)
         if not self._current(generation):
             return
         check = self._checks.get((prediction.expression, prediction.series))
-        self._shown = prediction
-        with self.hold_sync():
-            self.series_output.value = _series_html(text, prediction, check, self._checker.timeout)
-            self.figure.value = png
-            self._set_status("asking sympy…" if check is None else "", busy=check is None)
+        self._shown, self._shown_generation = prediction, generation
+        self.series_output.value = _series_html(text, prediction, check, self._checker.timeout)
+        self.figure.value = png
+        self._set_status("asking sympy…" if check is None else "", busy=check is None)
         if check is None:
             self._track(self._sympy_thread, self._check, prediction)
 
@@ -482,12 +481,11 @@ class AttentionExplorer(w.VBox):
             self.computed["checks"] += 1
             self._checks.put(key, check)
         if self._shown is prediction:
-            with self.hold_sync():
-                text = self.expression.value
-                self.series_output.value = _series_html(
-                    text, prediction, self._checks.get(key), self._checker.timeout
-                )
-                self._set_status("")
+            text = self.expression.value
+            self.series_output.value = _series_html(
+                text, prediction, self._checks.get(key), self._checker.timeout
+            )
+            self._set_status("", generation=self._shown_generation)
 
     def _png(self, prediction: Prediction, kind: str, layer: int, head: int | str) -> bytes:
         figure = self.draw(prediction, kind, layer, head)
@@ -517,11 +515,19 @@ class AttentionExplorer(w.VBox):
         lq, lk = attention[kind][layer].shape[-2:]
         if head == ALL_HEADS:
             n_heads = attention[kind][layer].shape[1]
-            ncols = min(n_heads, 4)
-            nrows = math.ceil(n_heads / ncols)
             panel = (_clip(0.16 * lk, 1.8, 4.5), _clip(0.16 * lq, 1.8, 5.0))
-            size = (ncols * panel[0] + 3.2, nrows * panel[1] + 2.4)
-            shrink = min(1.0, 16 / size[0], 14 / size[1])
+
+            def size_of(ncols: int) -> tuple[float, float]:
+                return ncols * panel[0] + 3.2, math.ceil(n_heads / ncols) * panel[1] + 2.4
+
+            def badness(ncols: int) -> float:  # far from 3:2, whether the maps are tall or square; gaps
+                width, height = size_of(ncols)
+                return abs(math.log(width / height / 1.5)) + 0.5 * (-n_heads % ncols)
+
+            ncols = min(range(1, n_heads + 1), key=badness)
+            nrows = math.ceil(n_heads / ncols)
+            size = size_of(ncols)
+            shrink = min(1.0, 11 / size[0], 10 / size[1])  # fits a notebook and a projector
             figure = Figure(figsize=(size[0] * shrink, size[1] * shrink), layout="constrained")
             axes = figure.subplots(nrows, ncols, squeeze=False)
             for extra in axes.flat[n_heads:]:
@@ -529,14 +535,19 @@ class AttentionExplorer(w.VBox):
             title = f"{plotting.KINDS[kind][0]}, layer {layer}, all heads"
             plot_attention_grid(attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title)
         else:
-            size = (_clip(0.3 * lk, 3.0, 10.0) + 2.8, _clip(0.3 * lq, 2.5, 12.0) + 2.0)
+            size = (_clip(0.3 * lk, 3.0, 8.0) + 2.8, _clip(0.3 * lq, 2.5, 9.0) + 2.0)
             figure = Figure(figsize=size, layout="constrained")
             plot_attention(attention, kind=kind, layer=layer, head=head, ax=figure.subplots())
         return figure
 
     # ---- what is shown
 
-    def _set_status(self, message: str, busy: bool = False, error: bool = False) -> None:
+    def _set_status(
+        self, message: str, busy: bool = False, error: bool = False, generation: int | None = None
+    ) -> None:
+        """Say what the explorer is doing; with ``generation``, only if nothing has changed since."""
+        if generation is not None and not self._current(generation):
+            return
         # The class lets a browser test wait for the explorer: ``.labutils-explorer:not(.labutils-busy)``.
         (self.add_class if busy else self.remove_class)("labutils-busy")
         if error:

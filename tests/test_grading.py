@@ -334,7 +334,7 @@ def test_renamed_moved_and_deleted_answer_cells_are_handled_and_explained(batch)
     assert total(batch, "tricky.ipynb")["status"] == "graded"
 
 
-def test_the_summary_puts_the_hardest_exercise_first(batch, capsys):
+def test_the_summary_puts_the_hardest_exercise_first(batch):
     rows = [[row[c] for c in grading.COLUMNS] for row in batch["rows"]]
     lines = grading.class_summary(rows).splitlines()
     assert lines[0].split()[0] == "exercise"
