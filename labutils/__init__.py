@@ -33,3 +33,12 @@ __all__ = [
     "tokenize",
     "translate",
 ]
+
+
+def __getattr__(name: str):
+    # The explorer needs ipywidgets: import it on first use, so that ``import labutils`` never needs Jupyter.
+    if name == "explore":
+        from labutils.widgets import explore
+
+        return explore
+    raise AttributeError(f"module 'labutils' has no attribute {name!r}")

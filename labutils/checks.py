@@ -262,6 +262,9 @@ def _targets(forbidden: tuple[str, ...], answer: Callable) -> list[tuple[object,
     return targets
 
 
+_INHERITED = object()  # an attribute a class inherits: restored by deleting the stand-in
+
+
 @contextlib.contextmanager
 def _switched_off(targets: list[tuple[object, str, object]]) -> Iterator[None]:
     saved = []
@@ -271,15 +274,15 @@ def _switched_off(targets: list[tuple[object, str, object]]) -> Iterator[None]:
                 saved.append((where, name, where[name]))
                 where[name] = blocked
             else:
-                saved.append(
-                    (where, name, where.__dict__[name] if name in vars(where) else getattr(where, name))
-                )
+                saved.append((where, name, vars(where).get(name, _INHERITED)))
                 setattr(where, name, blocked)
         yield
     finally:
         for where, name, value in reversed(saved):
             if isinstance(where, dict):
                 where[name] = value
+            elif value is _INHERITED:
+                delattr(where, name)
             else:
                 setattr(where, name, value)
 
@@ -387,7 +390,7 @@ def _exercise(grade_id: str, number: str, points: int, forbidden: tuple[str, ...
 
     def register(tests: Callable[[_Tests, Callable], None]) -> Callable[[Callable], None]:
         def check(answer: Callable) -> None:
-            _publish(run(exercise, tests, answer))
+            _publish(_run(exercise, tests, answer))
 
         check.__name__ = check.__qualname__ = exercise.function
         check.__doc__ = f"Check exercise {number}: test ``{exercise.function}`` and show what to fix."
@@ -398,7 +401,7 @@ def _exercise(grade_id: str, number: str, points: int, forbidden: tuple[str, ...
     return register
 
 
-def run(exercise: Exercise, tests: Callable[[_Tests, Callable], None], answer: Callable) -> CheckResult:
+def _run(exercise: Exercise, tests: Callable[[_Tests, Callable], None], answer: Callable) -> CheckResult:
     """Run the tests and the registered hidden tests of ``exercise`` on ``answer``; never raises."""
     result = CheckResult(exercise)
     hidden = _HIDDEN.pop(exercise.grade_id, {})

@@ -18,6 +18,7 @@ import base64
 import html
 import io
 import math
+import os
 import threading
 import warnings
 import weakref
@@ -39,7 +40,16 @@ from labutils.plotting import plot_attention, plot_attention_grid
 from labutils.series import series_text
 from labutils.tokens import SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, code
 
-__all__ = ["explore", "AttentionExplorer", "predict", "read_source", "Prediction", "SympyChecker", "Check"]
+__all__ = [
+    "explore",
+    "AttentionExplorer",
+    "Prediction",
+    "predict",
+    "read_source",
+    "describe_series",
+    "Check",
+    "SympyChecker",
+]
 
 LECTURE_EXPRESSION = "cosh(a*x)**3+tanh(b*x)"
 KINDS = ("cross", "encoder", "decoder")
@@ -700,7 +710,9 @@ def _has_widget_front_end() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def load_model(model: Seq2SeqTransformer | None = None, checkpoint=None) -> Seq2SeqTransformer:
+def load_model(
+    model: Seq2SeqTransformer | None = None, checkpoint: str | os.PathLike | None = None
+) -> Seq2SeqTransformer:
     """``model`` itself, the weights in ``checkpoint`` (file or run folder), or the shipped model."""
     if model is not None and checkpoint is not None:
         raise ValueError("give model= or checkpoint=, not both")
@@ -712,7 +724,7 @@ def load_model(model: Seq2SeqTransformer | None = None, checkpoint=None) -> Seq2
 def explore(
     expression: str = LECTURE_EXPRESSION,
     model: Seq2SeqTransformer | None = None,
-    checkpoint=None,
+    checkpoint: str | os.PathLike | None = None,
     **options,
 ) -> AttentionExplorer:
     """The attention explorer for ``model`` (or the weights in ``checkpoint``, or the shipped model).

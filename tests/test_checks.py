@@ -1,4 +1,4 @@
-"""Exercise checks: full points for the reference, 0 for a stub or for calling the package, hints for mistakes.
+"""Exercise checks: full points for the reference, 0 for a stub or a call of the package, hints for mistakes.
 
 The reference answers are the answer cells of ``solutions/``, the stubs those of their student versions: the
 tests read them from the notebooks, so they test what students get.
@@ -47,8 +47,8 @@ REFERENCE, STUBS = _answer_cells(student=False), _answer_cells(student=True)
 def namespace() -> dict:
     """What the notebooks' import cells give an answer cell."""
     return dict(
-        math=math, re=re, torch=torch, F=F, labutils=labutils, checks=checks, PAD_IDX=PAD_IDX, SOS_IDX=SOS_IDX,
-        EOS_IDX=EOS_IDX, SOURCE_VOCAB=SOURCE_VOCAB, TARGET_VOCAB=TARGET_VOCAB, code=code,
+        math=math, re=re, torch=torch, F=F, labutils=labutils, checks=checks, PAD_IDX=PAD_IDX,
+        SOS_IDX=SOS_IDX, EOS_IDX=EOS_IDX, SOURCE_VOCAB=SOURCE_VOCAB, TARGET_VOCAB=TARGET_VOCAB, code=code,
     )  # fmt: skip
 
 
@@ -118,9 +118,12 @@ CHEATS = {
         "    return labutils.tokens.code(text, SOURCE_VOCAB if stoi == SOURCE_VOCAB.stoi else TARGET_VOCAB)"
     ),
     "02_coding_and_padding.pad_codes": (
-        "def pad_codes(codes, length, layout='package'):\n    return labutils.tokens.pad(codes, length, layout)"
+        "def pad_codes(codes, length, layout='package'):\n"
+        "    return labutils.tokens.pad(codes, length, layout)"
     ),
-    "02_coding_and_padding.make_batch": "def make_batch(sequences):\n    return labutils.tokens.pad_batch(sequences)",
+    "02_coding_and_padding.make_batch": (
+        "def make_batch(sequences):\n    return labutils.tokens.pad_batch(sequences)"
+    ),
     "03_embedding.sinusoidal_encoding": (
         "def sinusoidal_encoding(max_len, d_model):\n"
         "    return labutils.model.SinusoidalPositionalEncoding(d_model, max_len).pe"
@@ -180,7 +183,9 @@ def test_switched_off_functions_are_restored_after_the_check():
 # Subtly wrong answers: partial or no points, and the hint that names the mistake.
 MISTAKES = {
     "01_tokenization.split_tokens": (
-        "def split_tokens(text):\n    return re.findall(r'O\\(x\\*\\*6\\)|sin|cos|tan|exp|sinh|cosh|tanh|\\*\\*|[a-z]|[0-9]|[()*+\\-/]', text)",
+        "def split_tokens(text):\n"
+        "    pattern = r'O\\(x\\*\\*6\\)|sin|cos|tan|exp|sinh|cosh|tanh|\\*\\*|[a-z]|[0-9]|[()*+\\-/]'\n"
+        "    return re.findall(pattern, text)",
         "cosh was read as cos then h",
     ),
     "01_tokenization.build_vocabulary": (
@@ -222,7 +227,8 @@ MISTAKES = {
         "centre the points first",
     ),
     "04_attention.attention": (
-        "def attention(Q, K, V):\n    w = torch.softmax(Q @ K.transpose(-2, -1), dim=-1)\n    return w @ V, w",
+        "def attention(Q, K, V):\n"
+        "    w = torch.softmax(Q @ K.transpose(-2, -1), dim=-1)\n    return w @ V, w",
         "divide the scores QKᵀ by √d",
     ),
     "04_attention.masked_attention": (
@@ -237,7 +243,8 @@ MISTAKES = {
         "the diagonal is masked too",
     ),
     "04_attention.split_heads": (
-        "def split_heads(x, n_heads):\n    B, L, d = x.shape\n    return x.reshape(B, n_heads, L, d // n_heads)",
+        "def split_heads(x, n_heads):\n"
+        "    B, L, d = x.shape\n    return x.reshape(B, n_heads, L, d // n_heads)",
         "mixes positions into heads",
     ),
     "05_transformer.encoder_layer_forward": (
@@ -301,7 +308,8 @@ def test_a_subtle_mistake_loses_points_with_a_hint_that_names_it(grade_id):
 def test_points_are_proportional_to_the_tests_passed():
     # Right in the package's layout only: passes the tests that ask for it, fails the lecture layout.
     answer = define(
-        "def pad_codes(codes, length, layout='package'):\n    return list(codes) + [0] * (length - len(codes))",
+        "def pad_codes(codes, length, layout='package'):\n"
+        "    return list(codes) + [0] * (length - len(codes))",
         "pad_codes",
     )
     result = run_check("02_coding_and_padding.pad_codes", answer)
