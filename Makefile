@@ -39,6 +39,21 @@ test:
 	t3=$$(date +%s); echo "== notebooks (nbval): $$((t3 - t2)) s"; \
 	echo "== total: $$((t3 - start)) s"
 
+# The student's-eye view: JupyterLab, in headless Chromium, runs notebook 06 and a student notebook and
+# drives the attention explorer (tests/browser). Needs Debian's Chromium: apt-get install -y chromium.
+BROWSER_SCREENSHOTS ?= build/browser-screenshots
+
+test-browser:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory install-dev || exit 1; \
+	$(PY) -m pip install -q '$(TORCH)' -e '.[dev,browser]' || exit 1; \
+	t1=$$(date +%s); echo "== install: $$((t1 - start)) s"; \
+	echo "== screenshots go to $(BROWSER_SCREENSHOTS)/"; \
+	LABUTILS_BROWSER_SCREENSHOTS='$(BROWSER_SCREENSHOTS)' $(PY) -m pytest -q -s -p no:cacheprovider tests/browser; \
+	status=$$?; t2=$$(date +%s); \
+	echo "== browser test: $$((t2 - t1)) s; screenshots in $(BROWSER_SCREENSHOTS)/"; \
+	exit $$status
+
 figures: install
 	$(PY) -m labutils figures --out figures/
 

@@ -36,7 +36,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SCREENSHOTS = Path(os.environ.get("LABUTILS_BROWSER_SCREENSHOTS", ROOT / "build" / "browser-screenshots"))
+SCREENSHOTS = ROOT / os.environ.get(
+    "LABUTILS_BROWSER_SCREENSHOTS", "build/browser-screenshots"
+)  # or absolute
 CHROMIUM = os.environ.get("LABUTILS_BROWSER_CHROMIUM", "/usr/bin/chromium")
 TIME_LIMIT = float(os.environ.get("LABUTILS_BROWSER_TIME_LIMIT", 600))
 CHROMIUM_ARGS = [
@@ -47,16 +49,18 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--no-default-browser-check",
     "--no-proxy-server",  # the browser only ever talks to JupyterLab on 127.0.0.1
+    "--disable-dev-shm-usage",  # containers often have a small /dev/shm
 ]
 # JupyterLab's settings for the test: no news or update checks, no toasts over the screenshots, every cell
-# in the DOM (the default windowing leaves cells out of view unrendered), no autosave behind the test's back.
+# in the DOM (the default windowing leaves cells out of view unrendered), the notebook's kernel started
+# without a "Select Kernel" dialog, no autosave behind the test's back.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification": {
         "fetchNews": "false",
         "checkForUpdates": False,
         "doNotDisturbMode": True,
     },
-    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none", "autoStartDefaultKernel": True},
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
 }
 
@@ -171,13 +175,17 @@ def _kill_descendants(pid: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def deadline():
+def deadline(request):
     deadline = Deadline(TIME_LIMIT)
+    request.session.browser_deadline = deadline
     watchdog = Watchdog(deadline)
     deadline.watchdog = watchdog
     yield deadline
-    watchdog.stop()
-    log(f"browser test done in {deadline.elapsed():.0f} s")
+    watchdog.stop()  # JupyterLab and the browser are stopped by now: their fixtures depend on this one
+    if deadline.left() <= 0:
+        log(f"GAVE UP: the browser test ran past its {deadline.seconds:.0f} s time limit; all stopped")
+    else:
+        log(f"browser test done in {deadline.elapsed():.0f} s")
 
 
 # ------------------------------------------------------------------------------------------ JupyterLab
@@ -410,6 +418,10 @@ _SHOWN_FAILING: set = set()
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    deadline = getattr(item.session, "browser_deadline", None)
+    if report.failed and deadline is not None and deadline.left() <= 0:
+        # A Playwright timeout cut short by the deadline says only "Timeout … exceeded": say why.
+        report.sections.append(("time limit", deadline.message(f"running {item.name}")))
     if report.failed:
         for name, page in list(OPEN_PAGES.items()):
             if report.when != "call" and name in _SHOWN_FAILING:
@@ -469,6 +481,10 @@ class Notebook:
             timeout=self.deadline.ms(120, doing)
         )
         self.wait_for(lambda s: s and s["kernel"] == "idle", 180, f"waiting for the kernel of {self.path}")
+        self.page.wait_for_timeout(1000)
+        dialogs = self.page.locator(".jp-Dialog")
+        if dialogs.count():
+            pytest.fail(f"JupyterLab shows a dialog over {self.path}: {dialogs.first.inner_text()!r}")
 
     def state(self) -> dict | None:
         return self.page.evaluate(self.STATE_JS)

@@ -18,6 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Notebook, log
 
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # the browser fixture fails with what to install
+    PlaywrightTimeout = TimeoutError
+
 EXPLORER_NOTEBOOK = "solutions/06_translation.ipynb"
 STUDENT_NOTEBOOK = "notebooks/01_tokenization.ipynb"
 NEW_EXPRESSION = "sin(a*x)+cos(b*x)"  # in the family the model knows; its series differs from the lecture's
@@ -195,8 +200,17 @@ class Explorer:
             self.page.wait_for_timeout(500)
 
     def screenshot(self, path: Path) -> None:
-        self.root.scroll_into_view_if_needed(timeout=self.deadline.ms(30, "scrolling to the explorer"))
-        self.root.screenshot(path=str(path), timeout=self.deadline.ms(60, "taking a screenshot"))
+        """The whole explorer: the window grows for the shot if the widget is taller than it."""
+        viewport = self.page.viewport_size
+        needed = int(self.root.bounding_box()["height"]) + 300  # JupyterLab's bars above and below
+        if needed > viewport["height"]:
+            self.page.set_viewport_size({"width": viewport["width"], "height": needed})
+        try:
+            self.root.evaluate("(root) => root.scrollIntoView({block: 'center'})")
+            self.page.wait_for_timeout(500)
+            self.root.screenshot(path=str(path), timeout=self.deadline.ms(60, "taking a screenshot"))
+        finally:
+            self.page.set_viewport_size(viewport)
         log(f"screenshot: {path}")
 
 
@@ -207,10 +221,14 @@ def explorer(translation):
     doing = "waiting for the explorer widget to render"
     try:
         root.wait_for(state="visible", timeout=notebook.deadline.ms(120, doing))
-    except Exception as error:  # noqa: BLE001 - say what the page shows instead
+    except PlaywrightTimeout:
+        notebook.deadline.check(doing)
         texts = notebook.page.locator(".jp-OutputArea-output").all_inner_texts()
-        hints = [text for text in texts if "widget" in text.lower()]
-        pytest.fail(f"{doing}: {type(error).__name__}; widget outputs in the page: {hints[:5]}")
+        hints = [text[:300] for text in texts if "widget" in text.lower()]  # "Loading widget...", errors
+        pytest.fail(
+            f"{doing}: no explorer after 120 s; outputs that mention widgets: {hints[:5]}; "
+            f"browser console errors: {notebook.console[-5:]}"
+        )
     return Explorer(notebook)
 
 
