@@ -786,6 +786,7 @@ def pad_codes(t: _Tests, answer: Callable) -> None:
             [1, 36, 2, 0, 0],
             "pad_codes([1, 36, 2], 5)",
             hint='give the argument a default: def pad_codes(codes, length, layout="package")',
+            mistakes=_pad_mistakes([1, 36, 2], 5, "package"),
         )
 
     @t.test("leaves its input unchanged")
@@ -1326,7 +1327,9 @@ def decoder_layer_forward(t: _Tests, answer: Callable) -> None:
     @t.test("a later target token does not change earlier outputs")
     def _():
         changed = x.clone()
-        changed[:, -1] += 1.0
+        changed[:, -1] = _randn(
+            x.size(0), x.size(2), seed=10
+        )  # not a constant shift: LayerNorm would erase it
         before, after = (
             answer(layer, x.clone(), memory, None, None),
             answer(layer, changed, memory, None, None),

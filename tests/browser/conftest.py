@@ -480,7 +480,12 @@ class Notebook:
         self.page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(
             timeout=self.deadline.ms(120, doing)
         )
-        self.wait_for(lambda s: s and s["kernel"] == "idle", 180, f"waiting for the kernel of {self.path}")
+        # The page says "idle" before its kernel exists: ask the server too (kernel idle, the page connected).
+        self.wait_for(
+            lambda s: s and s["kernel"] == "idle" and self.kernel_ready(),
+            180,
+            f"waiting for the kernel of {self.path} to start",
+        )
         self.page.wait_for_timeout(1000)
         dialogs = self.page.locator(".jp-Dialog")
         if dialogs.count():
@@ -488,6 +493,13 @@ class Notebook:
 
     def state(self) -> dict | None:
         return self.page.evaluate(self.STATE_JS)
+
+    def kernel_ready(self) -> bool:
+        for session in self.lab.sessions():
+            kernel = session.get("kernel") or {}
+            if session.get("path") == self.path:
+                return kernel.get("execution_state") == "idle" and kernel.get("connections", 0) > 0
+        return False
 
     def wait_for(self, condition, cap: float, doing: str, every: float = 1.0):
         """Poll the notebook's state until ``condition(state)``; fail after ``cap`` s or at the deadline."""
@@ -503,19 +515,38 @@ class Notebook:
 
     def run_all(self, cap: float = 540) -> dict:
         """Run → Run All Cells, as a student does; the state once the kernel has finished (or stopped)."""
-        menu = self.page.locator(
-            ".lm-MenuBar-item", has=self.page.locator(".lm-MenuBar-itemLabel", has_text=EXACTLY("Run"))
-        )
-        menu.click(timeout=self.deadline.ms(30, "opening the Run menu"))
-        item = self.page.locator(
-            ".lm-Menu-item", has=self.page.locator(".lm-Menu-itemLabel", has_text=EXACTLY("Run All Cells"))
-        )
-        item.click(timeout=self.deadline.ms(30, "choosing Run All Cells"))
         start = time.monotonic()
+        for attempt in (1, 2):
+            self.choose_menu("Run", "Run All Cells")
+            if attempt == 2 or self.wait_until(_started, 30):
+                break
+            log(f"{self.path}: Run All Cells started nothing in 30 s; choosing it again")
         self.wait_for(_started, 60, f"waiting for {self.path} to start running")
         state = self.wait_for(_finished, cap, f"running the cells of {self.path}", every=2.0)
         log(f"{self.path}: ran in {time.monotonic() - start:.0f} s ({_summary(state)})")
         return state
+
+    def choose_menu(self, menu: str, item: str) -> None:
+        """Click ``menu`` in the menu bar, then ``item`` in it, once it is enabled."""
+        bar = self.page.locator(
+            ".lm-MenuBar-item", has=self.page.locator(".lm-MenuBar-itemLabel", has_text=EXACTLY(menu))
+        )
+        bar.click(timeout=self.deadline.ms(30, f"opening the {menu} menu"))
+        entry = self.page.locator(
+            ".lm-Menu-item:not(.lm-mod-disabled)",
+            has=self.page.locator(".lm-Menu-itemLabel", has_text=EXACTLY(item)),
+        )
+        entry.click(timeout=self.deadline.ms(30, f"choosing {menu} → {item}"))
+
+    def wait_until(self, condition, seconds: float) -> bool:
+        """Whether ``condition(state)`` comes true within ``seconds`` (no failure if it does not)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if condition(self.state()):
+                return True
+            self.deadline.check(f"waiting for {self.path}")
+            self.page.wait_for_timeout(1000)
+        return False
 
     def save(self) -> list[dict]:
         """Save (Ctrl+S) and read back the notebook's cells as JupyterLab wrote them."""
