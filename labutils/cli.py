@@ -78,7 +78,9 @@ def add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output file (source<TAB>target lines; .gz compresses)")
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per expression")
-    parser.add_argument("--from", dest="sources", metavar="FILE", help="compute targets for these sources (- = stdin)")
+    parser.add_argument(
+        "--from", dest="sources", metavar="FILE", help="compute targets for these sources (- = stdin)"
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -239,10 +241,14 @@ def _load_model(args: argparse.Namespace):
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", metavar="PATH", help="a .pt file or a run folder (default: the shipped model)")
+    parser.add_argument(
+        "--checkpoint", metavar="PATH", help="a .pt file or a run folder (default: the shipped model)"
+    )
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     parser.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy decoding)")
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="expressions per batch")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="expressions per batch"
+    )
     parser.add_argument("--no-cache", action="store_true", help="decode without the key/value cache")
 
 
@@ -259,7 +265,9 @@ def _read_source(text: str, model) -> tuple[str, bool]:
     source = data.expression_text(expr)
     length = len(code(source, SOURCE_VOCAB))
     if length > model.config.max_src_len:
-        raise ValueError(f"{text!r} is {length} tokens long; the model reads at most {model.config.max_src_len}")
+        raise ValueError(
+            f"{text!r} is {length} tokens long; the model reads at most {model.config.max_src_len}"
+        )
     return source, data.in_family(expr)
 
 
@@ -303,7 +311,9 @@ def run_translate(args: argparse.Namespace) -> int:
     good = [s for s in sources if s is not None]
     predictions: list[str] = []
     chunk = max(args.batch_size, 256)
-    with tqdm(total=len(good), desc="translating", unit="expr", file=sys.stderr, disable=len(good) < 50) as bar:
+    with tqdm(
+        total=len(good), desc="translating", unit="expr", file=sys.stderr, disable=len(good) < 50
+    ) as bar:
         for start in range(0, len(good), chunk):
             batch = good[start : start + chunk]
             predictions += translate(model, batch, args.beam, args.batch_size, use_cache=not args.no_cache)
@@ -323,7 +333,9 @@ def run_translate(args: argparse.Namespace) -> int:
 
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", default="test", help="test, structures, validation, or a source<TAB>target file")
+    parser.add_argument(
+        "--split", default="test", help="test, structures, validation, or a source<TAB>target file"
+    )
     parser.add_argument("--limit", type=positive_int, help="only the first N pairs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per sympy check")
@@ -346,7 +358,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         try:
             pairs = data.read_pairs(args.split)
         except FileNotFoundError:
-            raise UsageError(f"--split {args.split}: not a split ({', '.join(data.SPLITS)}) nor a file") from None
+            raise UsageError(
+                f"--split {args.split}: not a split ({', '.join(data.SPLITS)}) nor a file"
+            ) from None
         except ValueError as error:
             raise UsageError(str(error)) from None
     pairs = pairs[: args.limit] if args.limit else pairs
@@ -368,7 +382,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     any_ok = None
     if args.beam > 1:
         others = [(i, h) for i, b in enumerate(beams) if verdicts[i] != metrics.OK for h, _ in b[1:]]
-        rescued = metrics.check_equivalence([h for _, h in others], [truths[i] for i, _ in others], args.timeout, args.workers)
+        rescued = metrics.check_equivalence(
+            [h for _, h in others], [truths[i] for i, _ in others], args.timeout, args.workers
+        )
         any_ok = accuracy.equivalent + len({i for (i, _), v in zip(others, rescued) if v == metrics.OK})
     seconds = time.perf_counter() - start
     low, high = accuracy.equivalent_interval
@@ -465,15 +481,22 @@ def add_grade(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="submitted notebooks, or folders to search")
     parser.add_argument("--source", help="source notebooks, with their checks (default: solutions/)")
     parser.add_argument("--out", default="grades.csv", help="one row per submission and exercise")
-    parser.add_argument("--feedback", help="folder for one feedback file per submission (default: feedback/ "
-                        "next to --out)")
+    parser.add_argument(
+        "--feedback", help="folder for one feedback file per submission (default: feedback/ next to --out)"
+    )
     parser.add_argument("--timeout", type=positive_float, default=Limits.timeout, help="seconds per cell")
-    parser.add_argument("--long-timeout", type=positive_float, default=Limits.long_timeout,
-                        help="seconds per cell tagged long")
-    parser.add_argument("--memory", type=positive_float, default=Limits.memory_mb,
-                        help="MB of resident memory per submission")
-    parser.add_argument("--max-output", type=positive_float, default=Limits.output_mb,
-                        help="MB of output per submission")
+    parser.add_argument(
+        "--long-timeout",
+        type=positive_float,
+        default=Limits.long_timeout,
+        help="seconds per cell tagged long",
+    )
+    parser.add_argument(
+        "--memory", type=positive_float, default=Limits.memory_mb, help="MB of resident memory per submission"
+    )
+    parser.add_argument(
+        "--max-output", type=positive_float, default=Limits.output_mb, help="MB of output per submission"
+    )
     parser.add_argument("--jobs", type=positive_int, default=1, help="submissions graded at once")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue --out: grade only what it lacks")
@@ -504,8 +527,11 @@ def run_grade(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(report.summary)
-    print(f"graded {report.graded} submission(s), skipped {report.skipped} already graded; "
-          f"wrote {args.out} and {grading.totals_path(args.out)}", file=sys.stderr)
+    print(
+        f"graded {report.graded} submission(s), skipped {report.skipped} already graded; "
+        f"wrote {args.out} and {grading.totals_path(args.out)}",
+        file=sys.stderr,
+    )
     for problem in report.problems:
         print(f"not fully graded: {problem}", file=sys.stderr)
     return report.status
@@ -519,7 +545,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "generate": ("make (expression, series) pairs of the course family", add_generate, run_generate),
     "split": ("split generated pairs into the train/validation/test/structures files", add_split, run_split),
     "translate": ("print the model's series of expressions", add_translate, run_translate),
-    "evaluate": ("accuracy of the model on a split: exact match and sympy equivalence", add_evaluate, run_evaluate),
+    "evaluate": (
+        "accuracy of the model on a split: exact match and sympy equivalence",
+        add_evaluate,
+        run_evaluate,
+    ),
     "student": ("write the student notebooks from solutions/ (--check: compare)", add_student, run_student),
     "grade": ("grade submitted notebooks: grades.csv, totals and feedback files", add_grade, run_grade),
     "figures": ("make the slide and README figures of the model (PNG, SVG)", add_figures, run_figures),

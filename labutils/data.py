@@ -81,16 +81,14 @@ def draw(rng: random.Random) -> Draw:
 
 
 def _build(terms: Sequence[Term], operator: str | None) -> sp.Expr:
-    parts = [
-        getattr(sp, t.function)(t.multiplier * _PLACEHOLDERS[t.slot] * x) ** t.power for t in terms
-    ]
+    parts = [getattr(sp, t.function)(t.multiplier * _PLACEHOLDERS[t.slot] * x) ** t.power for t in terms]
     if operator is None:
         return parts[0]
     left, right = parts
     return {"+": left + right, "-": left - right, "*": left * right, "/": left / right}[operator]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _simplified_shape(shape: tuple) -> tuple[sp.Expr, str | None]:
     """The simplified expression of a shape (symbols a, b) and its canonical series, computed once."""
     expr = sp.simplify(_build(*shape))
@@ -166,7 +164,9 @@ def structure(source: str | sp.Expr) -> str:
 # ------------------------------------------------------------------------------------- reading expressions
 
 #: The names an expression may use, for sympy's parser.
-SYMPY_NAMES = {name: sp.Symbol(name) for name in "abcdfghmnx"} | {name: getattr(sp, name) for name in FUNCTION_NAMES}
+SYMPY_NAMES = {name: sp.Symbol(name) for name in "abcdfghmnx"} | {
+    name: getattr(sp, name) for name in FUNCTION_NAMES
+}
 #: What sympy's parser needs besides: nothing else of sympy's namespace is reachable from the input.
 SYMPY_GLOBALS = {"Integer": sp.Integer, "Rational": sp.Rational, "Symbol": sp.Symbol, "Float": sp.Float}
 
@@ -185,7 +185,9 @@ def parse_expression(text: str) -> sp.Expr:
             explicit.append("*")
         explicit.append(token)
     try:
-        expr = sp.parse_expr("".join(explicit), local_dict=dict(SYMPY_NAMES), global_dict=dict(SYMPY_GLOBALS), evaluate=True)
+        expr = sp.parse_expr(
+            "".join(explicit), local_dict=dict(SYMPY_NAMES), global_dict=dict(SYMPY_GLOBALS), evaluate=True
+        )
     except Exception as error:  # sympy raises SyntaxError, TypeError, TokenError … for malformed input
         raise ValueError(f"cannot read {text!r} as an expression") from error
     if not isinstance(expr, sp.Expr) or expr.has(sp.zoo, sp.nan, sp.oo):
@@ -362,7 +364,7 @@ def _parse_pairs(lines: Iterable[str], name: str) -> list[tuple[str, str]]:
     return pairs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_split(split: str) -> tuple[tuple[str, str], ...]:
     data = resources.files("labutils") / "datasets" / f"{split}.tsv.gz"
     with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
@@ -407,7 +409,9 @@ def split_pairs(
     rest = sorted(rest)
     random.Random(seed).shuffle(rest)
     if len(rest) < n_test + n_validation + 1:
-        raise ValueError(f"{len(rest)} pairs are too few for {n_test} test and {n_validation} validation pairs")
+        raise ValueError(
+            f"{len(rest)} pairs are too few for {n_test} test and {n_validation} validation pairs"
+        )
     return {
         "test": rest[:n_test],
         "validation": rest[n_test : n_test + n_validation],

@@ -27,7 +27,9 @@ def parse_series(text: str) -> sp.Expr:
     """A series in the target vocabulary as a sympy expression, the ``O(x**6)`` term removed."""
     TARGET_VOCAB.encode(tokenize(text))  # TokenizationError for anything outside the vocabulary
     try:
-        expr = sp.parse_expr(text, local_dict=dict(_SERIES_NAMES), global_dict=dict(SYMPY_GLOBALS), evaluate=True)
+        expr = sp.parse_expr(
+            text, local_dict=dict(_SERIES_NAMES), global_dict=dict(SYMPY_GLOBALS), evaluate=True
+        )
     except Exception as error:  # sympy raises SyntaxError, TypeError, TokenError … for malformed input
         raise ValueError(f"cannot read {text!r} as a series") from error
     if not isinstance(expr, sp.Expr):

@@ -379,6 +379,8 @@ def attention_for(model: Seq2SeqTransformer, source: str, prediction: str) -> di
     """
     src_codes = code(source, SOURCE_VOCAB)
     tgt_codes = [SOS_IDX] + (TARGET_VOCAB.encode(tokenize(prediction)) if prediction.strip() else [])
+    # A prediction that ran to the length limit without <eos> is read up to the positions the model has.
+    tgt_codes = tgt_codes[: model.config.max_tgt_len]
     src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
     tgt = torch.tensor([tgt_codes], device=model.device)  # (1, Lt)
     was_training = model.training

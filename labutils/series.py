@@ -72,7 +72,7 @@ def _inverse_monomial(p):
     """1/p for a ring element that is a single monomial, else UnsupportedExpression."""
     if len(p) != 1:
         raise UnsupportedExpression("division by a sum of symbols")
-    (monomial, c), = p.terms()
+    ((monomial, c),) = p.terms()
     m = [0] * (2 * _N)
     for i in range(_N):
         m[i] = monomial[i + _N]
@@ -163,13 +163,15 @@ class Series:
         return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _taylor_of_function(name: str, n: int) -> tuple:
     """The first ``n`` Taylor coefficients of ``name(y)`` about 0, as rationals (computed once by sympy)."""
     y = sp.Symbol("y")
     f = getattr(sp, name)
     expansion = sp.series(f(y), y, 0, n).removeO()
-    return tuple(QQ.convert(expansion.coeff(y, k)) if k else QQ.convert(expansion.subs(y, 0)) for k in range(n))
+    return tuple(
+        QQ.convert(expansion.coeff(y, k)) if k else QQ.convert(expansion.subs(y, 0)) for k in range(n)
+    )
 
 
 def _series(expr: sp.Expr, prec: int) -> Series:
@@ -261,11 +263,7 @@ def taylor_coefficients(expr: sp.Expr, order: int = ORDER) -> dict[int, sp.Expr]
             prec += 4
             continue
         if s.prec >= order:
-            return {
-                k: _coefficient_expr(s.coefficient(k))
-                for k in range(s.val, order)
-                if s.coefficient(k)
-            }
+            return {k: _coefficient_expr(s.coefficient(k)) for k in range(s.val, order) if s.coefficient(k)}
         prec += order - s.prec
     raise UnsupportedExpression("the series did not reach the requested order")
 

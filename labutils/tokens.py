@@ -211,7 +211,11 @@ class LengthGroupedBatchSampler:
         for index in order:
             longest_if_added = max(longest, self.lengths[index])
             too_many = len(batch) >= self.batch_size
-            too_long = self.max_tokens is not None and batch and longest_if_added * (len(batch) + 1) > self.max_tokens
+            too_long = (
+                self.max_tokens is not None
+                and batch
+                and longest_if_added * (len(batch) + 1) > self.max_tokens
+            )
             if too_many or too_long:
                 batches.append(batch)
                 batch, longest_if_added = [], self.lengths[index]

@@ -285,20 +285,23 @@ class AttentionExplorer(w.VBox):
             description="attention",
             layout=w.Layout(width="24em"),
         )
-        self.layer = w.Dropdown(description="layer", layout=w.Layout(width="10em"))
+        self.layer = w.Dropdown(
+            description="layer", layout=w.Layout(width="13em"), style={"description_width": "initial"}
+        )
         self.layer.options = self._layer_options(kind)
         self.layer.value = _index(layer, self.n_layers[kind], "layer")
         self.head = w.Dropdown(
             options=[("all heads", ALL_HEADS)] + [(f"head {h}", h) for h in range(config.n_heads)],
             description="head",
-            layout=w.Layout(width="11em"),
+            layout=w.Layout(width="14em"),
+            style={"description_width": "initial"},
         )
         self.head.value = head if head == ALL_HEADS else _index(head, config.n_heads, "head")
         self.decoding = w.ToggleButtons(
             options=[("greedy", "greedy"), (f"beam ({beam})", "beam")],
             value=decoding,
             description="decoding",
-            style={"button_width": "6em"},
+            style={"button_width": "7.5em"},
         )
         self.status = w.HTML()
         self.series_output = w.HTML()

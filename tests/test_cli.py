@@ -13,7 +13,12 @@ from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights
 
 def run(*args, stdin=None, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "labutils", *args], capture_output=True, text=True, input=stdin, cwd=cwd, timeout=300
+        [sys.executable, "-m", "labutils", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+        timeout=300,
     )
 
 
@@ -86,8 +91,15 @@ def test_generate_from_bad_sources_names_file_and_line_and_writes_nothing(tmp_pa
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = Seq2SeqTransformer(
-        ModelConfig(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_tgt_len=60,
-                    tie_embeddings=False)
+        ModelConfig(
+            d_model=32,
+            n_heads=2,
+            n_encoder_layers=1,
+            n_decoder_layers=1,
+            d_ff=64,
+            max_tgt_len=60,
+            tie_embeddings=False,
+        )
     )
     return save_weights(model, tmp_path_factory.mktemp("weights") / "model.pt")
 
@@ -104,7 +116,12 @@ def test_translate_prints_one_line_per_expression_in_order(checkpoint, tmp_path)
     listing = tmp_path / "exprs.txt"
     listing.write_text("\n".join(exprs) + "\n")
     assert run("translate", "--checkpoint", checkpoint, "--file", listing).stdout.splitlines() == lines
-    assert run("translate", "--checkpoint", checkpoint, "--file", "-", stdin="\n".join(exprs)).stdout.splitlines() == lines
+    assert (
+        run(
+            "translate", "--checkpoint", checkpoint, "--file", "-", stdin="\n".join(exprs)
+        ).stdout.splitlines()
+        == lines
+    )
 
 
 def test_translate_with_check_appends_a_verdict(checkpoint):
@@ -151,7 +168,15 @@ def test_evaluate_json(checkpoint, tmp_path):
     result = run("evaluate", "--checkpoint", checkpoint, "--split", pairs, "--json", "--workers", "1")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) >= {"n", "exact", "equivalent", "equivalent_low", "equivalent_high", "timeouts", "seconds"}
+    assert set(report) >= {
+        "n",
+        "exact",
+        "equivalent",
+        "equivalent_low",
+        "equivalent_high",
+        "timeouts",
+        "seconds",
+    }
     assert report["n"] == 2 and report["equivalent_low"] <= report["equivalent"] <= report["equivalent_high"]
 
 

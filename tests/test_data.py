@@ -3,7 +3,6 @@
 import random
 
 import pytest
-import sympy as sp
 
 from labutils import data, load_pairs
 from labutils.series import format_series, sympy_series_coefficients, taylor_coefficients
@@ -139,7 +138,9 @@ def test_split_pairs_is_deterministic_and_disjoint():
     pairs = [(f"sin({s}*x)+cos({t}*x)", "t") for s in "abcdfghm" for t in "abcdfghm" if s != t]
     pairs += [(f"exp({s}*x)*tan({t}*x)**2", "t") for s in "abcdfghm" for t in "abcdfghm"]
     splits = data.split_pairs(pairs, seed=3, n_test=20, n_validation=10, structure_share=0.5)
-    assert splits == data.split_pairs(list(reversed(pairs)), seed=3, n_test=20, n_validation=10, structure_share=0.5)
+    assert splits == data.split_pairs(
+        list(reversed(pairs)), seed=3, n_test=20, n_validation=10, structure_share=0.5
+    )
     assert sum(len(s) for s in splits.values()) == len(pairs)
     held = {data.structure(s) for s, _ in splits["structures"]}
     assert not held & {data.structure(s) for s, _ in splits["train"] + splits["validation"]}

@@ -13,8 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_public_names():
-    for name in ["tokenize", "TokenizationError", "SOURCE_VOCAB", "TARGET_VOCAB", "load_pairs", "device",
-                 "seed_everything", "Seq2SeqTransformer", "load_pretrained", "attention_for", "__version__"]:
+    for name in [
+        "tokenize",
+        "TokenizationError",
+        "SOURCE_VOCAB",
+        "TARGET_VOCAB",
+        "load_pairs",
+        "device",
+        "seed_everything",
+        "Seq2SeqTransformer",
+        "load_pretrained",
+        "attention_for",
+        "__version__",
+    ]:
         assert hasattr(labutils, name), name
 
 
@@ -51,8 +62,20 @@ def test_environment_yml_installs_the_package_itself():
 
 def test_wheel_ships_the_data(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, ROOT],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            tmp_path,
+            ROOT,
+        ],
+        check=True,
+        capture_output=True,
     )
     wheel = next(tmp_path.glob("labutils-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -66,7 +89,10 @@ def test_wheel_ships_the_data(tmp_path):
         "print(len(labutils.load_pairs('test')))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr

@@ -131,6 +131,8 @@ def test_length_grouped_batches_respect_the_token_budget_and_shard():
     sampler = LengthGroupedBatchSampler(lengths, batch_size=64, max_tokens=2000, seed=0)
     for batch in sampler:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 2000
-    shards = [list(LengthGroupedBatchSampler(lengths, 64, 2000, seed=0, num_replicas=2, rank=r)) for r in (0, 1)]
+    shards = [
+        list(LengthGroupedBatchSampler(lengths, 64, 2000, seed=0, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
     assert len(shards[0]) == len(shards[1])
     assert not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}

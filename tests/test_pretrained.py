@@ -1,0 +1,33 @@
+"""The shipped model: it loads safely, and batched cached decoding agrees with the slow reference."""
+
+import pytest
+import torch
+
+from labutils import load_pairs, load_pretrained
+from labutils.decode import translate
+from labutils.model import WeightsError
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(2)
+    try:
+        return load_pretrained()
+    except WeightsError:
+        pytest.skip("this checkout ships no pretrained weights")
+
+
+def test_shipped_weights_load_without_pickled_code(model):
+    from importlib import resources
+
+    path = resources.files("labutils") / "weights" / "model.pt"
+    payload = torch.load(str(path), weights_only=True)  # raises if the file needs pickled code
+    assert payload["format"] == "labutils.weights"
+    assert payload["source_vocab"][:3] == ["<pad>", "<sos>", "<eos>"]
+
+
+def test_batched_cached_decoding_agrees_with_one_at_a_time_without_cache(model):
+    sources = [source for source, _ in load_pairs("test")[:100]]
+    fast = translate(model, sources, batch_size=64, use_cache=True)
+    slow = translate(model, sources, batch_size=1, use_cache=False)
+    assert sum(a == b for a, b in zip(fast, slow)) >= 99
