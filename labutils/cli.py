@@ -350,7 +350,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from labutils import data, metrics
-    from labutils.decode import translate_beams
+    from labutils.decode import translate, translate_beams
 
     if args.split in data.SPLITS:
         pairs = data.load_pairs(args.split)
@@ -369,13 +369,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sources = [s for s, _ in pairs]
     truths = [t for _, t in pairs]
     beams: list[list[tuple[str, float]]] = []
+    predictions: list[str] = []
     chunk = max(args.batch_size, 256)
     with tqdm(total=len(pairs), desc="decoding", unit="expr", file=sys.stderr) as bar:
         for i in range(0, len(sources), chunk):
             batch = sources[i : i + chunk]
-            beams += translate_beams(model, batch, args.beam, args.batch_size, use_cache=not args.no_cache)
+            if args.beam == 1:  # batched greedy decoding
+                predictions += translate(model, batch, 1, args.batch_size, use_cache=not args.no_cache)
+            else:
+                found = translate_beams(model, batch, args.beam, args.batch_size, use_cache=not args.no_cache)
+                beams += found
+                predictions += [b[0][0] if b else "" for b in found]
             bar.update(len(batch))
-    predictions = [b[0][0] if b else "" for b in beams]
     with tqdm(total=len(pairs), desc="sympy", unit="expr", file=sys.stderr) as bar:
         verdicts = metrics.check_equivalence(predictions, truths, args.timeout, args.workers, bar.update)
     accuracy = metrics.Accuracy.of(predictions, truths, verdicts)

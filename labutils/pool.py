@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -71,6 +72,11 @@ class TimedPool:
     def __init__(self, workers: int = 1, timeout: float = 30.0, depth: int = 8):
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        main = sys.modules.get("__main__")
+        if main is not None and not hasattr(main, "__spec__"):
+            # IPython replaces __main__ by a module without __spec__, which spawn cannot read; None is
+            # what a script run with `python file.py` has.
+            main.__spec__ = None
         self.context = multiprocessing.get_context("spawn")
         self.timeout = timeout
         self.depth = depth

@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
         "dropout": 0.0, "tie_embeddings": False, "lr": 1.5e-3, "min_lr": 5e-5, "warmup_steps": 300,
-        "max_steps": 8_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
+        "max_steps": 5_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
     },
 }  # fmt: skip
 
