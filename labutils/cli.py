@@ -253,7 +253,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 #: The fastest batch size for cached greedy decoding on 2 CPU cores (benchmarks/bench_decode.py).
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 128
 
 
 def _read_source(text: str, model) -> tuple[str, bool]:
