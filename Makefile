@@ -31,6 +31,7 @@ test:
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory install-dev || exit 1; \
 	t1=$$(date +%s); echo "== install: $$((t1 - start)) s"; \
+	$(PY) -m labutils student --check || exit 1; \
 	$(PY) -m pytest -q tests || exit 1; \
 	t2=$$(date +%s); echo "== unit and command tests: $$((t2 - t1)) s"; \
 	if ls solutions/*.ipynb >/dev/null 2>&1; then \

@@ -377,10 +377,17 @@ def attention_for(model: Seq2SeqTransformer, source: str, prediction: str) -> di
     prediction may be empty). Tensors are ``(1, H, ·, ·)`` on the CPU: ``encoder`` (Ls, Ls), ``decoder``
     (Lt, Lt), ``cross`` (Lt, Ls); ``source_tokens`` label Ls, ``target_tokens`` label Lt.
     """
-    src_codes = code(source, SOURCE_VOCAB)
-    tgt_codes = [SOS_IDX] + (TARGET_VOCAB.encode(tokenize(prediction)) if prediction.strip() else [])
-    # A prediction that ran to the length limit without <eos> is read up to the positions the model has.
-    tgt_codes = tgt_codes[: model.config.max_tgt_len]
+    tgt_codes = TARGET_VOCAB.encode(tokenize(prediction)) if prediction.strip() else []
+    return attention_for_codes(model, code(source, SOURCE_VOCAB), tgt_codes)
+
+
+@torch.no_grad()
+def attention_for_codes(model: Seq2SeqTransformer, src_codes: list[int], prediction_codes: list[int]) -> dict:
+    """:func:`attention_for` from codes: source ``<sos> … <eos>``, and the prediction's codes without ``<sos>``.
+
+    A prediction that ran to the length limit without ``<eos>`` is read up to the positions the model has.
+    """
+    tgt_codes = ([SOS_IDX] + list(prediction_codes))[: model.config.max_tgt_len]
     src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
     tgt = torch.tensor([tgt_codes], device=model.device)  # (1, Lt)
     was_training = model.training

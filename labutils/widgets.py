@@ -35,10 +35,10 @@ from matplotlib.figure import Figure
 from labutils import metrics, plotting
 from labutils.data import normalize, parse_expression
 from labutils.decode import beam_search, greedy_decode
-from labutils.model import Seq2SeqTransformer, load_pretrained, load_weights
+from labutils.model import Seq2SeqTransformer, attention_for_codes, load_pretrained, load_weights
 from labutils.plotting import plot_attention, plot_attention_grid
 from labutils.series import series_text
-from labutils.tokens import SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, code
+from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, code
 
 __all__ = [
     "explore",
@@ -105,7 +105,9 @@ def predict(
         codes = hypotheses[0][0] if hypotheses else []
     else:
         raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'beam'")
-    return Prediction(normalized, decoding, TARGET_VOCAB.decode(codes), _attention(model, src_codes, codes))
+    return Prediction(
+        normalized, decoding, TARGET_VOCAB.decode(codes), attention_for_codes(model, src_codes, codes)
+    )
 
 
 def describe_series(prediction: Prediction) -> str:
@@ -116,28 +118,6 @@ def describe_series(prediction: Prediction) -> str:
     if not written:
         return "no series: the model ended at once"
     return "no series, only special tokens: " + ", ".join(f"{token} ×{n}" for token, n in written.items())
-
-
-@torch.no_grad()
-def _attention(model: Seq2SeqTransformer, src_codes: list[int], codes: list[int]) -> dict:
-    """``attention_for``'s dict for the decoder input ``<sos>`` + ``codes`` (cut to the model's max_tgt_len).
-
-    ``attention_for`` takes the prediction as text; the codes are passed here instead because the text of
-    a malformed series cannot be re-read into the same tokens.
-    """
-    tgt_codes = ([SOS_IDX] + list(codes))[: model.config.max_tgt_len]
-    src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
-    tgt = torch.tensor([tgt_codes], device=model.device)  # (1, Lt)
-    was_training = model.training
-    model.eval()
-    try:
-        _, attention = model(src, tgt, return_attention=True)
-    finally:
-        model.train(was_training)
-    result = {key: [weights.cpu() for weights in maps] for key, maps in attention.items()}
-    result["source_tokens"] = SOURCE_VOCAB.tokens_of(src_codes)
-    result["target_tokens"] = TARGET_VOCAB.tokens_of(tgt_codes)
-    return result
 
 
 # ------------------------------------------------------------------------------------- sympy's verdict

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 import labutils.widgets as widgets  # noqa: E402
 from labutils import metrics  # noqa: E402
-from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights  # noqa: E402
+from labutils.model import ModelConfig, Seq2SeqTransformer, attention_for_codes, save_weights  # noqa: E402
 from labutils.plotting import KINDS  # noqa: E402
 from labutils.tokens import TARGET_VOCAB, tokenize  # noqa: E402
 from labutils.widgets import AttentionExplorer, Check, Prediction, predict  # noqa: E402
@@ -217,7 +217,7 @@ def test_a_correct_series_is_confirmed(explorer, model, monkeypatch):
     def perfect(model, expression, decoding="greedy", beam=4):
         normalized, src_codes = widgets.read_source(expression)
         codes = TARGET_VOCAB.encode(tokenize(LECTURE_SERIES))[:20]
-        return Prediction(normalized, decoding, LECTURE_SERIES, widgets._attention(model, src_codes, codes))
+        return Prediction(normalized, decoding, LECTURE_SERIES, attention_for_codes(model, src_codes, codes))
 
     monkeypatch.setattr(widgets, "predict", perfect)
     show(explorer, expression="cosh(ax)**3+tanh(bx)")
