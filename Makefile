@@ -62,6 +62,7 @@ benchmarks: install
 	$(PY) benchmarks/bench_series.py
 	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_model_throughput.py
+	$(PY) benchmarks/bench_grading.py
 
 lint: install-dev
 	$(VENV)/bin/ruff check labutils tests benchmarks

@@ -582,3 +582,15 @@ def test_the_solution_notebooks_get_full_points(tmp_path):
     assert report.status == 0, report.problems
     short = [(row["exercise"], row["points"], row["max_points"], row["feedback"]) for row in rows]
     assert rows and [row for row in short if row[1] != row[2]] == []
+
+
+def test_the_untouched_student_attention_notebook_gets_zero_without_errors(tmp_path):
+    submission = tmp_path / "student" / "04_attention.ipynb"
+    submission.parent.mkdir()
+    submission.write_bytes((ROOT / "notebooks" / "04_attention.ipynb").read_bytes())
+    report = grading.grade([str(submission)], out=tmp_path / "grades.csv", limits=Limits(timeout=300), log=print)
+    rows = read_csv(tmp_path / "grades.csv")
+    assert report.status == 0, report.problems
+    assert rows and all(row["notebook"] == "04_attention" for row in rows)
+    assert all(float(row["points"]) == 0 < float(row["max_points"]) for row in rows)
+    assert all("not attempted" in row["feedback"] or "not done" in row["feedback"] for row in rows), rows
