@@ -209,6 +209,9 @@ def plot_attention_grid(
     ):
         image = _heatmap(a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom)
         a.set_title(("" if layer is None else f"layer {layer}, ") + f"head {head}", fontsize=9)
+    bottom_row = [a for a, (_, bottom) in zip(used, outer, strict=True) if bottom]
+    for a in bottom_row[1:]:  # the key-axis name once, under the first panel, not running into the next
+        a.set_xlabel("")
     fig.colorbar(image, ax=used, label="attention weight", extend=_extend(shown, 0.0, top), shrink=0.9)
     present = sorted(set(np.unique(np.stack(all_codes))) - {0})
     if present:
