@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 from labutils import __version__, metrics
-from labutils.model import Seq2SeqTransformer, WeightsError, load_weights, scaled_dot_product_attention
+from labutils.model import (
+    Seq2SeqTransformer,
+    WeightsError,
+    load_weights,
+    scaled_dot_product_attention,
+    weights_file,
+)
 from labutils.plotting import (
     KINDS,
     plot_attention,
@@ -85,13 +91,7 @@ def find_weights(checkpoint: str | Path | None = None) -> Weights:
             raise WeightsError(f"{path}: the package ships no pretrained weights yet; give --checkpoint PATH")
         name = SHIPPED_NAME
     else:
-        path = Path(checkpoint)
-        if path.is_dir():
-            if not (path / "best.pt").is_file():
-                raise WeightsError(f"{path}: run folder without best.pt")
-            path = path / "best.pt"
-        elif not path.is_file():
-            raise WeightsError(f"{path}: no such weights file")
+        path = weights_file(checkpoint)
         name = str(checkpoint)
     log = path.parent / "log.csv"
     return Weights(path, name, log if log.is_file() else None)

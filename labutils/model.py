@@ -444,8 +444,8 @@ def save_weights(model: Seq2SeqTransformer, path: str | os.PathLike, **extra) ->
     return path
 
 
-def load_weights(path: str | os.PathLike, device: torch.device | str | None = None) -> Seq2SeqTransformer:
-    """The model saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode."""
+def weights_file(path: str | os.PathLike) -> Path:
+    """The weights file ``path`` names: the file itself, or a run folder's ``best.pt``; WeightsError if none."""
     path = Path(path)
     if path.is_dir():
         if not (path / "best.pt").is_file():
@@ -453,6 +453,12 @@ def load_weights(path: str | os.PathLike, device: torch.device | str | None = No
         path = path / "best.pt"
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
+    return path
+
+
+def load_weights(path: str | os.PathLike, device: torch.device | str | None = None) -> Seq2SeqTransformer:
+    """The model saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode."""
+    path = weights_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, random bytes, pickled objects weights_only refuses…
