@@ -158,6 +158,7 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="source<TAB>target file (.gz allowed); default: the shipped splits")
     parser.add_argument("--config", help="JSON object, or a .json file, overriding preset fields")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--init", metavar="PATH", help="start from these weights (a .pt file or run folder)")
     parser.add_argument("--minutes", type=positive_float, help="stop (and save) after this many minutes")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads")
@@ -193,6 +194,12 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["data"] = str(Path(args.data).resolve())
     if args.threads:
         overrides["threads"] = args.threads
+    if args.init:
+        if args.resume:
+            raise UsageError("--init starts a new run; --resume continues one: give only one of them")
+        if not Path(args.init).exists():
+            raise UsageError(f"--init: {args.init!r} not found")
+        overrides["init"] = str(Path(args.init).resolve())
     try:
         runtime.device(args.device)
         if args.preset is not None:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights
+from labutils.model import ModelConfig, Seq2SeqTransformer, WeightsError, load_weights, save_weights
 from labutils.runtime import device as choose_device
 from labutils.runtime import seed_everything, set_threads
 from labutils.tokens import (
@@ -78,6 +78,7 @@ class TrainConfig:
     data: str | None = None  # None: the shipped train/validation splits; else a source<TAB>target file
     train_size: int | None = None  # use only this many training pairs (a fixed subset)
     threads: int | None = None  # CPU threads; None: torch's choice (one per core a process may use)
+    init: str | None = None  # start from these weights (a weights file or run folder), not random ones
 
     def __post_init__(self):
         if isinstance(self.model, ModelConfig):
@@ -372,6 +373,19 @@ class _StopRequest:
 # ---------------------------------------------------------------------------------------------- the loop
 
 
+def _load_initial_weights(model: Seq2SeqTransformer, config: TrainConfig) -> None:
+    """Copy the weights ``config.init`` names into ``model``; RunError if they are unreadable or of another shape."""
+    try:
+        start = load_weights(config.init)
+    except WeightsError as error:
+        raise RunError(f"init: {error}") from None
+    saved, wanted = asdict(start.config), asdict(config.model_config())
+    if saved != wanted:
+        changed = ", ".join(sorted(k for k in wanted if wanted[k] != saved.get(k)))
+        raise RunError(f"init: {config.init} holds a different model ({changed} differ from the config)")
+    model.load_state_dict(start.state_dict())
+
+
 def train(
     config: TrainConfig | None,
     out: str | Path,
@@ -447,6 +461,8 @@ def train(
         betas=(0.9, 0.98),
         fused=device.type == "cuda",
     )
+    if config.init is not None and not resume:
+        _load_initial_weights(model, config)
     torch.manual_seed(config.seed + rank)  # each process its own dropout masks
     step, epoch, position, sequences, elapsed, rows = 0, 0, 0, 0, 0.0, []
     best, best_step = (-1.0, -math.inf), 0  # (val_exact, -val_loss) of best.pt: higher is better

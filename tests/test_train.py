@@ -243,6 +243,21 @@ def test_refuses_a_non_empty_folder_and_a_resume_without_last_pt(pairs_file, tmp
         train(tiny(pairs_file), tmp_path, resume=True, progress=False)
 
 
+def test_init_starts_from_given_weights_and_refuses_another_shape(run_60, pairs_file, tmp_path):
+    out, _ = run_60
+    start = load_weights(out / "best.pt")
+    fresh = train(tiny(pairs_file, max_steps=1, val_every=1), tmp_path / "fresh", progress=False)
+    continued = train(tiny(pairs_file, max_steps=1, val_every=1, init=str(out)), tmp_path / "init", progress=False)
+    first_fresh, first_continued = losses(fresh["log"])[0], losses(continued["log"])[0]
+    assert float(first_continued[1]) < 0.8 * float(first_fresh[1])  # the first step already knows the task
+    moved = load_weights(continued["last"].parent / "best.pt").state_dict()
+    assert any(not torch.equal(moved[name], value) for name, value in start.state_dict().items())
+    with pytest.raises(RunError, match="d_model"):
+        train(tiny(pairs_file, init=str(out), d_model=64, n_heads=2), tmp_path / "wider", progress=False)
+    with pytest.raises(RunError, match="no such weights file"):
+        train(tiny(pairs_file, init=str(tmp_path / "missing.pt")), tmp_path / "missing", progress=False)
+
+
 # ---------------------------------------------------------------------------------------------- the command
 
 
@@ -265,6 +280,8 @@ def test_command_rejects_an_unknown_config_key_in_one_line(tmp_path):
         (["--data", "missing.tsv"], "not found"),
         (["--preset", "huge"], "unknown preset"),
         (["--resume"], "nothing to resume"),
+        (["--init", "missing.pt"], "not found"),
+        (["--init", ".", "--resume"], "only one of them"),
     ],
 )
 def test_command_user_errors_exit_2(arguments, message, tmp_path, capsys):
