@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 # A CPU build of torch; set TORCH=torch (or another version) for a GPU build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: lab test install install-dev test-browser figures benchmarks lint clean-venv
+.PHONY: lab test install install-dev test-browser figures artifacts benchmarks lint clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,16 @@ test-browser:
 
 figures: install
 	$(PY) -m labutils figures --out figures/
+
+# After the shipped weights change: the figures, then every solution notebook run top to bottom and saved
+# with its outputs (what readers of solutions/ see, and what nbval compares in # NBVAL_CHECK_OUTPUT cells),
+# then the student notebooks (without outputs) made again from them.
+artifacts: install-dev
+	$(PY) -m labutils figures --out figures/
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --log-level=WARN \
+	  --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.record_timing=False \
+	  --ExecutePreprocessor.store_widget_state=False solutions/*.ipynb
+	$(PY) -m labutils student
 
 benchmarks: install
 	$(PY) benchmarks/bench_series.py

@@ -457,6 +457,30 @@ def run_student(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_release(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="new folder: student notebooks, a wheel, a README")
+    parser.add_argument("--source", default="solutions", help="folder of the solution notebooks")
+
+
+def run_release(args: argparse.Namespace) -> int:
+    from labutils import release
+
+    project = Path(__file__).resolve().parents[1]
+    if not Path(args.source).is_dir():
+        raise UsageError(f"--source {args.source}: no such folder (run from the repository root)")
+    try:
+        files = release.release(args.source, args.out, project)
+    except release.ReleaseError as error:
+        raise UsageError(str(error)) from None
+    for path in files:
+        print(path)
+    print(
+        f"{args.out}: hand this folder to students; it holds no solutions and no hidden tests",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def add_figures(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="figures", help="folder for the PNG/SVG files and manifest.json")
     parser.add_argument("--checkpoint", metavar="PATH", help="weights file or run folder (default: shipped)")
@@ -563,6 +587,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         run_evaluate,
     ),
     "student": ("write the student notebooks from solutions/ (--check: compare)", add_student, run_student),
+    "release": ("build the student release: notebooks and a wheel, no solutions", add_release, run_release),
     "grade": ("grade submitted notebooks: grades.csv, totals and feedback files", add_grade, run_grade),
     "figures": ("make the slide and README figures of the model (PNG, SVG)", add_figures, run_figures),
 }

@@ -4,8 +4,7 @@
 A student version is its solution notebook with
 
 * the region between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` of each answer cell replaced by
-  ``raise NotImplementedError("Exercise 4.2: write masked_attention (see the text above)")`` at the
-  region's indentation (the exercise number is the notebook's number and the answer's rank in it);
+  nbgrader's stub, ``# YOUR CODE HERE`` and ``raise NotImplementedError()``, at the region's indentation;
 * the region between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` of each check cell removed;
 * outputs and execution counts cleared, the run-time ``execution`` metadata dropped, every other piece of
   metadata kept (``metadata.labutils`` of the notebook and of its cells above all);
@@ -14,7 +13,13 @@ A student version is its solution notebook with
 
 Cells are recognised by ``metadata.labutils.kind``: ``"answer"`` (defines one function, holds one solution
 region) and ``"check"`` (right after its answer cell, same ``grade_id``). Markers anywhere else are an error,
-so that nothing of a solution can leak into a student notebook.
+so that nothing of a solution can leak into a student notebook. Both kinds also carry nbgrader's own cell
+metadata (:func:`nbgrader_metadata`), so that instructors who use nbgrader can: the answer cell is nbgrader's
+"autograded answer", the check cell its "autograder tests", worth the exercise's points. In the student
+version, check cells are read-only and neither kind can be deleted.
+
+``python -m labutils release --out DIR`` (:func:`release`) builds what students are handed: the student
+notebooks and a wheel of the package, checked to hold no solution and no hidden test.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -29,6 +39,7 @@ import nbformat
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 _MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
+STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's, so the two tools agree
 
 
 class ReleaseError(ValueError):
@@ -59,7 +70,7 @@ def _replace_regions(
             inside = line[: len(line) - len(line.lstrip())]
             regions += 1
             if replacement is not None:
-                out.append(inside + replacement)
+                out.extend(inside + line for line in replacement.split("\n"))
         elif stripped == end:
             if inside is None:
                 raise ReleaseError(f"{where}: {end!r} at line {number} without {begin!r}")
@@ -84,11 +95,20 @@ def _function_name(source: str, where: str) -> str:
     return functions[0].name
 
 
-def _notebook_number(name: str) -> int:
-    match = re.match(r"(\d+)_", name)
-    if not match:
-        raise ReleaseError(f"{name}: a notebook's name starts with its number, as in 04_attention")
-    return int(match.group(1))
+def nbgrader_metadata(kind: str, grade_id: str, points: int) -> dict:
+    """The ``metadata.nbgrader`` of an answer or check cell (nbgrader's schema 3; ids use ``-``, not ``.``)."""
+    nbgrader_id = grade_id.replace(".", "-")
+    if kind == "answer":
+        return {"grade": False, "grade_id": nbgrader_id, "locked": False, "points": 0, "schema_version": 3,
+                "solution": True}  # fmt: skip
+    return {"grade": True, "grade_id": f"{nbgrader_id}-check", "locked": True, "points": points,
+            "schema_version": 3, "solution": False}  # fmt: skip
+
+
+def _check_nbgrader(cell, kind: str, grade_id: str, points: int, where: str) -> None:
+    wanted = nbgrader_metadata(kind, grade_id, points)
+    if cell.get("metadata", {}).get("nbgrader") != wanted:
+        raise ReleaseError(f"{where}: the {kind} cell of {grade_id} needs metadata.nbgrader = {wanted}")
 
 
 def validate(nb, name: str) -> list[dict]:
@@ -123,6 +143,8 @@ def validate(nb, name: str) -> list[dict]:
                 raise ReleaseError(
                     f"{where}: the answer cell must be followed by its check cell ({grade_id})"
                 )
+            _check_nbgrader(cell, "answer", grade_id, _info(cell)["points"], where)
+            _check_nbgrader(after, "check", grade_id, _info(cell)["points"], f"{name}, cell {index + 1}")
             answers.append(dict(_info(cell)))
         elif kind == "check":
             _replace_regions(text, BEGIN_HIDDEN, END_HIDDEN, where, None)
@@ -137,17 +159,14 @@ def student_notebook(nb, name: str):
     """The student version of the solution notebook ``nb`` (a copy; ``nb`` is left as it is)."""
     validate(nb, name)
     nb = copy.deepcopy(nb)
-    number, rank = _notebook_number(name), 0
     for index, cell in enumerate(nb.cells):
         kind, where = _info(cell).get("kind"), f"{name}, cell {index}"
         if kind == "answer":
-            rank += 1
-            function = _info(cell)["grade_id"].split(".", 1)[1]
-            message = f"Exercise {number}.{rank}: write {function} (see the text above)"
-            stub = f'raise NotImplementedError("{message}")'
-            cell.source = _replace_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, where, stub)[0]
+            cell.source = _replace_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, where, STUB)[0]
+            cell.metadata["deletable"] = False
         elif kind == "check":
             cell.source = _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, where, None)[0].strip("\n")
+            cell.metadata["deletable"], cell.metadata["editable"] = False, False
     return clean(nb, name)
 
 
@@ -215,3 +234,130 @@ def write(source: str | Path, out: str | Path) -> tuple[list[Path], list[Path]]:
     for path in removed:
         path.unlink()
     return written, removed
+
+
+# ---------------------------------------------------------------------------------------------- the release
+
+
+def secrets(source: str | Path) -> dict[str, str]:
+    """What must never reach students: each solution and hidden-test region of ``source``, by where it is."""
+    found = {}
+    for path in sorted(Path(source).glob("*.ipynb")):
+        for index, cell in enumerate(_read(path).cells):
+            for begin, end in ((BEGIN_SOLUTION, END_SOLUTION), (BEGIN_HIDDEN, END_HIDDEN)):
+                for number, region in enumerate(
+                    re.findall(rf"{begin}\n(.*?)\n[ \t]*{end}", cell.source, re.S)
+                ):
+                    if region.strip():
+                        found[f"{path.name}, cell {index}, region {number + 1}"] = _squeeze(region)
+    return found
+
+
+def _squeeze(text: str) -> str:
+    """``text`` with each line stripped and blank lines dropped, so that re-indenting hides nothing."""
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _texts(folder: Path):
+    """(name, text) of every file under ``folder``, members of wheels and zip files included."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        if path.suffix in (".whl", ".zip"):
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    yield f"{name}:{member}", archive.read(member).decode("utf-8", "replace")
+        else:
+            yield name, path.read_bytes().decode("utf-8", "replace")
+
+
+def leaks(folder: str | Path, source: str | Path) -> list[str]:
+    """Where a solution or hidden test of ``source`` shows up under ``folder`` (or a marker in a notebook)."""
+    hidden = secrets(source)
+    found = []
+    for name, text in _texts(Path(folder)):
+        if name.endswith(".ipynb"):  # compare cell sources, not their JSON escaping
+            text = "\n".join(cell.source for cell in nbformat.reads(text, as_version=4).cells)
+            found += [f"{name}: holds the marker {marker!r}" for marker in _MARKERS if marker in text]
+        squeezed = _squeeze(text)
+        found += [
+            f"{name}: holds the text of {where}" for where, region in hidden.items() if region in squeezed
+        ]
+    return found
+
+
+def release(source: str | Path, out: str | Path, project: str | Path) -> list[Path]:
+    """Build the student release in ``out`` (which must not exist or be empty); return the files written.
+
+    ``out`` gets ``notebooks/`` (the student versions of ``source``), a wheel of the package built from
+    ``project`` (the repository), and a README for students. Everything is built in a temporary folder
+    beside ``out`` and checked with :func:`leaks` before it is moved into place, so a failed build leaves
+    nothing behind.
+    """
+    source, out, project = Path(source), Path(out), Path(project)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ReleaseError(f"{out} is not empty: choose a new folder")
+    if not (project / "pyproject.toml").is_file():
+        raise ReleaseError(
+            f"{project} is not the labutils repository (no pyproject.toml): release builds from it"
+        )
+    notebooks = build(source, "notebooks")  # every notebook is made before anything is written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes a private folder; a release is to be shared
+    try:
+        for path, text in notebooks.items():
+            (staging / path).parent.mkdir(parents=True, exist_ok=True)
+            (staging / path).write_text(text, encoding="utf-8")
+        wheel = _build_wheel(project, staging)
+        (staging / "README.md").write_text(_student_readme(wheel.name, sorted(notebooks)), encoding="utf-8")
+        problems = leaks(staging, source)
+        if problems:
+            raise ReleaseError(f"the release would give away solutions: {problems[0]}")
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def _build_wheel(project: Path, into: Path) -> Path:
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", scratch,
+             str(project)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        wheels = list(Path(scratch).glob("labutils-*.whl"))
+        if done.returncode != 0 or len(wheels) != 1:
+            last = (done.stderr.strip().splitlines() or ["no wheel was made"])[-1]
+            raise ReleaseError(f"building the labutils wheel failed: {last}")
+        return Path(shutil.copy2(wheels[0], into / wheels[0].name))
+
+
+def _student_readme(wheel: str, notebooks: list[Path]) -> str:
+    listing = "\n".join(f"- `{path.as_posix()}`" for path in notebooks)
+    return f"""# Transformer Lab (Lab 9): student release
+
+Six notebooks that build, step by step, an encoder-decoder transformer that writes Taylor series.
+
+## Set up (once)
+
+```bash
+python -m venv .venv && . .venv/bin/activate       # Windows: .venv\\Scripts\\activate
+pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu   # or your GPU build of torch
+pip install {wheel}
+jupyter lab notebooks/
+```
+
+On Colab: upload `{wheel}` and the notebook, then run `!pip install {wheel}` in a first cell.
+
+## The notebooks
+
+{listing}
+
+Work through them in order. Each exercise cell ends in `raise NotImplementedError()`: replace that line
+with your code, run the cell, then run the check cell below it for feedback. Everything after an exercise
+also runs while it is unsolved, using the package's own version.
+"""

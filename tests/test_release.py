@@ -6,6 +6,7 @@ import ast
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -37,8 +38,14 @@ def secret(masked_attention):
 checks.masked_attention(masked_attention)"""
 
 
+POINTS = {"04_attention.attention": 2, "04_attention.masked_attention": 2}
+
+
 def labelled(cell, **info):
     cell.metadata["labutils"] = info
+    cell.metadata["nbgrader"] = release.nbgrader_metadata(
+        info["kind"], info["grade_id"], POINTS[info["grade_id"]]
+    )
     return cell
 
 
@@ -64,22 +71,36 @@ def solution_notebook() -> nbformat.NotebookNode:
     return nb
 
 
-def test_solutions_become_stubs_at_their_indentation():
+def test_solutions_become_nbgraders_stubs_at_their_indentation():
     student = release.student_notebook(solution_notebook(), "04_attention")
     assert student.cells[1].source == (
-        "def attention(Q, K, V):\n"
-        '    raise NotImplementedError("Exercise 4.1: write attention (see the text above)")'
+        "def attention(Q, K, V):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
     )
     assert student.cells[3].source == (
         'def masked_attention(Q, K, V, mask):\n    """Attention with a mask."""\n    d = Q.size(-1)\n'
         "    if mask is not None:\n"
-        '        raise NotImplementedError("Exercise 4.2: write masked_attention (see the text above)")\n'
+        "        # YOUR CODE HERE\n"
+        "        raise NotImplementedError()\n"
         "    return None"
     )
     scope: dict = {}
     exec(student.cells[3].source, scope)  # a stub defines its function; it raises only when called
-    with pytest.raises(NotImplementedError, match=r"^Exercise 4\.2: write masked_attention"):
+    with pytest.raises(NotImplementedError):
         scope["masked_attention"](Q=torch.ones(2), K=None, V=None, mask=True)
+
+
+def test_exercise_cells_carry_nbgraders_metadata_and_are_locked_for_students():
+    solution = solution_notebook()
+    answer, check = solution.cells[3].metadata["nbgrader"], solution.cells[4].metadata["nbgrader"]
+    assert answer == {"grade": False, "grade_id": "04_attention-masked_attention", "locked": False,
+                      "points": 0, "schema_version": 3, "solution": True}  # fmt: skip
+    assert check == {"grade": True, "grade_id": "04_attention-masked_attention-check", "locked": True,
+                     "points": 2, "schema_version": 3, "solution": False}  # fmt: skip
+    student = release.student_notebook(solution, "04_attention")
+    assert student.cells[3].metadata["nbgrader"] == answer and student.cells[4].metadata["nbgrader"] == check
+    assert student.cells[3].metadata["deletable"] is False and "editable" not in student.cells[3].metadata
+    assert student.cells[4].metadata["deletable"] is False and student.cells[4].metadata["editable"] is False
+    assert "deletable" not in student.cells[0].metadata
 
 
 def test_hidden_tests_are_removed_and_the_check_call_stays():
@@ -146,6 +167,11 @@ def test_the_same_source_gives_the_same_bytes(tmp_path):
             "does not name",
         ),
         (lambda nb: nb.metadata.pop("labutils"), "metadata.labutils"),
+        (lambda nb: nb.cells[1].metadata.pop("nbgrader"), "answer cell of 04_attention.attention needs"),
+        (
+            lambda nb: nb.cells[4].metadata["nbgrader"].__setitem__("points", 5),
+            "check cell of 04_attention.masked_attention needs metadata.nbgrader",
+        ),
     ],
 )
 def test_a_broken_source_is_refused_with_the_cell_named(change, message):
@@ -166,7 +192,7 @@ def test_student_check_detects_drift_and_write_repairs_it(tmp_path, capsys):
     assert cli.main(args) == 0
     assert cli.main([*args, "--check"]) == 0
     target = out / "04_attention.ipynb"
-    target.write_text(target.read_text().replace("Exercise 4.2", "Exercise 4.9"))  # a hand edit
+    target.write_text(target.read_text().replace("YOUR CODE HERE", "my code here"))  # a hand edit
     (out / "99_stale.ipynb").write_text(target.read_text())
     assert cli.main([*args, "--check"]) == 1
     err = capsys.readouterr().err
@@ -260,3 +286,47 @@ def test_the_notebook_version_is_the_package_version_or_older():
         assert version(nbformat.read(path, as_version=4).metadata["labutils"]["version"]) <= version(
             labutils.__version__
         )
+
+
+# ------------------------------------------------------------------------------- the release for students
+
+
+def test_release_holds_the_student_notebooks_and_a_wheel_and_no_solution(tmp_path, capsys):
+    out = tmp_path / "release"
+    assert cli.main(["release", "--out", str(out), "--source", str(ROOT / "solutions")]) == 0
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    wheel = next(name for name in names if name.endswith(".whl"))
+    assert names == sorted(["README.md", wheel, *(f"notebooks/{path.name}" for path in SOLUTIONS)])
+    for path in SOLUTIONS:  # exactly the student notebooks of the repository
+        assert (out / "notebooks" / path.name).read_bytes() == (ROOT / "notebooks" / path.name).read_bytes()
+    members = zipfile.ZipFile(out / wheel).namelist()
+    assert "labutils/weights/model.pt" in members and "labutils/checks.py" in members
+    assert not any("solutions" in member or member.endswith(".ipynb") for member in members)
+    assert release.leaks(out, ROOT / "solutions") == []
+    assert wheel in (out / "README.md").read_text()
+    assert cli.main(["release", "--out", str(out)]) == 2  # never over an earlier release
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_the_leak_check_finds_a_solution_however_it_is_indented(tmp_path):
+    hidden = release.secrets(ROOT / "solutions")
+    assert len(hidden) >= 2 * len(checks.EXERCISES)  # a solution and a hidden test per exercise at least
+    where, region = next(iter(hidden.items()))
+    (tmp_path / "notes.py").write_text(
+        "def f():\n" + "\n".join("        " + line for line in region.splitlines())
+    )
+    with zipfile.ZipFile(tmp_path / "pkg.whl", "w") as archive:
+        archive.writestr("pkg/answers.py", region)
+    nb = solution_notebook()
+    nbformat.write(nb, tmp_path / "04_attention.ipynb")  # markers in a notebook are a leak too
+    found = release.leaks(tmp_path, ROOT / "solutions")
+    assert f"notes.py: holds the text of {where}" in found
+    assert f"pkg.whl:pkg/answers.py: holds the text of {where}" in found
+    assert any(line.startswith("04_attention.ipynb: holds the marker") for line in found)
+
+
+def test_a_failed_release_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "leaks", lambda folder, source: ["README.md: holds the text of a solution"])
+    with pytest.raises(release.ReleaseError, match="would give away solutions"):
+        release.release(ROOT / "solutions", tmp_path / "out", ROOT)
+    assert list(tmp_path.iterdir()) == []
