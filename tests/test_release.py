@@ -238,15 +238,46 @@ def test_solution_notebooks_follow_the_conventions(path):
         exercise = checks.EXERCISES[info["grade_id"]]
         assert exercise.number == f"{int(path.stem[:2])}.{rank}"
         assert info["points"] == exercise.points
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, "solutions are stored without outputs"
-            assert "raises-exception" not in cell.metadata.get("tags", [])
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code_cells] == list(range(1, len(code_cells) + 1)), (
+        "solutions are stored run top to bottom, with their outputs: make artifacts"
+    )
+    for cell in code_cells:
+        assert "raises-exception" not in cell.metadata.get("tags", [])
+        for output in cell.outputs:
+            assert output.output_type != "error", f"cell {cell.id} stored an error"
+            text = nbformat.writes(
+                nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[output])])
+            )
+            assert str(ROOT) not in text and "Traceback" not in text, (
+                f"cell {cell.id} shows a path or traceback"
+            )
         info = cell.metadata.get("labutils", {})
         if info.get("kind") == "check":
             function = info["grade_id"].split(".")[1]
             assert cell.source.strip().endswith(f"checks.{function}({function})"), "the check call comes last"
-    assert path.stat().st_size < 1_500_000
+    assert path.stat().st_size < 3_000_000
+
+
+#: The cells that reproduce the lecture, whose stored outputs nbval compares (# NBVAL_CHECK_OUTPUT).
+LECTURE_CELLS = {
+    "01_tokenization": ['tokenize("tan(hx)+sinh(gx)")', "SOURCE_VOCAB.stoi == LECTURE_SOURCE"],
+    "02_coding_and_padding": ["assert codes == [34, 3, 29", 'pad(slide, 16, layout="lecture")'],
+    "04_attention": ["scores = Q @ K.T", "weights = e / a", "out = weights @ V"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LECTURE_CELLS))
+def test_the_lectures_examples_are_compared_with_their_stored_outputs(name):
+    nb = nbformat.read(ROOT / "solutions" / f"{name}.ipynb", as_version=4)
+    for needle in LECTURE_CELLS[name]:
+        cell = next(cell for cell in nb.cells if cell.cell_type == "code" and needle in cell.source)
+        assert cell.source.startswith("# NBVAL_CHECK_OUTPUT\n"), (
+            f"{needle!r}: mark its cell # NBVAL_CHECK_OUTPUT"
+        )
+        assert any(output.get("text") for output in cell.outputs), (
+            f"{needle!r}: store the cell's printed output"
+        )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
