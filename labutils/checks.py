@@ -8,8 +8,12 @@ The contract (the grader, :mod:`labutils.grading`, relies on it):
 
 * A check runs named tests of the answer against the package's implementation (or PyTorch's). Each test
   passes or fails; ``points = round(max_points * passed / (passed + failed), 2)``.
-* A check never raises. An unsolved stub (``NotImplementedError``) is "not attempted yet" and earns 0; an
-  exception in the answer is reported by its one-line message and the line of the answer that raised it.
+* A check never raises. An unsolved stub (``NotImplementedError``, nbgrader's ``raise NotImplementedError()``)
+  is "not done yet" and earns 0; an exception in the answer is reported by its one-line message and the line
+  of the answer that raised it.
+* A wrong result is compared with what the typical mistakes would give (no 1/√d, softmax over the wrong axis,
+  mask inverted, ...): if it equals one, the message names that mistake (``Hint: ...``). Messages say what was
+  expected and what came back for a test input, never the reference answer's code.
 * While the answer runs, the labutils functions the exercise asks the student to write (with their
   re-exports, and any name in the answer's globals bound to them) are switched off: calling one raises
   :class:`ForbiddenCall`, so an answer that only calls the package earns nothing, and the feedback says why.
@@ -17,10 +21,16 @@ The contract (the grader, :mod:`labutils.grading`, relies on it):
   :data:`MIME_TYPE` (``application/vnd.labutils.check+json``) with::
 
       {"grade_id": "04_attention.masked_attention", "points": 1.5, "max_points": 2,
+       "messages": ["✓ no key masked", ..., "✗ padding mask: weights: ... Hint: ..."],
        "passed": ["no key masked", ...], "failed": ["padding mask"], "feedback": "Exercise 4.2 ..."}
 
+  ``messages`` holds one line per test, ``"✓ name"`` or ``"✗ name: what to change"`` (or, for an unsolved
+  stub, the single "not done yet" line); ``feedback`` is the summary line followed by the same lines.
+
   Outside IPython the feedback is printed instead. The call returns None (a returned object would be a
-  second output), so it is the last statement of its cell.
+  second output), so it is the last statement of its cell. Under nbgrader (``NBGRADER_EXECUTION`` set to
+  ``autograde`` or ``validate``) it returns the points instead: nbgrader scores an "autograder tests" cell
+  by the number the cell returns, and by its full points when it returns nothing.
 * Hidden tests sit in the check cell *before* the check call, registered with :func:`hidden_test`; the
   check runs them after its own tests and their results join the same single output::
 
@@ -46,7 +56,9 @@ import functools
 import html
 import linecache
 import math
+import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -57,7 +69,7 @@ import torch.nn.functional as F
 from labutils import attention as _attention
 from labutils import model as _model
 from labutils import tokens as _tokens
-from labutils.tokens import EOS_IDX, PAD_IDX, SOURCE_VOCAB, TARGET_VOCAB
+from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
 MIME_TYPE = "application/vnd.labutils.check+json"
 
@@ -122,29 +134,39 @@ class CheckResult:
             return 0.0
         return round(self.exercise.points * len(self.passed) / len(self.outcomes), 2)
 
-    def feedback(self) -> str:
-        """Plain text: a summary line, then one line per test (what failed says what to change)."""
-        ex, n = self.exercise, len(self.outcomes)
-        of = f"{_number(self.points)} of {ex.points} point{'s' if ex.points != 1 else ''}"
+    def _of(self) -> str:
+        ex = self.exercise
+        return f"{_number(self.points)} of {ex.points} point{'s' if ex.points != 1 else ''}"
+
+    def messages(self) -> list[str]:
+        """One line per test, ``"✓ name"`` or ``"✗ name: what to change"``; a stub gets one "not done yet" line."""
         if self.not_attempted:
-            return (
-                f"{ex.title}: not attempted yet ({of}). Replace the line `raise NotImplementedError(...)` "
-                f"in the cell above with your code, run that cell, then run this one again."
-            )
+            return [
+                f"{self.exercise.title}: not done yet ({self._of()}). Replace `raise NotImplementedError()` "
+                "in the cell above with your code, run that cell, then run this one again."
+            ]
+        return [
+            f"{'✓' if o.passed else '✗'} {o.name}" + (f": {o.message}" if o.message else "")
+            for o in self.outcomes
+        ]
+
+    def feedback(self) -> str:
+        """Plain text: a summary line, then the :meth:`messages` (what failed says what to change)."""
+        if self.not_attempted:
+            return self.messages()[0]
+        ex, n = self.exercise, len(self.outcomes)
         if n and len(self.passed) == n:
-            summary = f"{ex.title}: all {n} tests passed, {of}. Well done."
+            summary = f"{ex.title}: all {n} tests passed, {self._of()}. Well done."
         else:
-            summary = f"{ex.title}: {len(self.passed)} of {n} tests passed, {of}."
-        lines = [summary]
-        for o in self.outcomes:
-            lines.append(f"  {'✓' if o.passed else '✗'} {o.name}" + (f": {o.message}" if o.message else ""))
-        return "\n".join(lines)
+            summary = f"{ex.title}: {len(self.passed)} of {n} tests passed, {self._of()}."
+        return "\n".join([summary, *(f"  {line}" for line in self.messages())])
 
     def payload(self) -> dict:
         return {
             "grade_id": self.exercise.grade_id,
             "points": self.points,
             "max_points": self.exercise.points,
+            "messages": self.messages(),
             "passed": self.passed,
             "failed": self.failed,
             "feedback": self.feedback(),
@@ -341,13 +363,13 @@ class _Tests:
     def test(self, name: str) -> Callable[[Callable[[], str | None]], None]:
         def run(body: Callable[[], str | None]) -> None:
             if self.result.not_attempted:
-                self.result.add(name, False, "not attempted yet")
+                self.result.add(name, False, "not done yet")
                 return
             try:
                 message = body()
             except _NotAttempted:
                 self.result.not_attempted = not self.result.passed
-                self.result.add(name, False, "not attempted yet (NotImplementedError)")
+                self.result.add(name, False, "not done yet (NotImplementedError)")
             except Exception as error:
                 if hasattr(error, "_labutils_answer"):  # raised inside the answer
                     message = f"your function raised {error._labutils_answer}"
@@ -389,8 +411,10 @@ def _exercise(grade_id: str, number: str, points: int, forbidden: tuple[str, ...
     EXERCISES[grade_id] = exercise
 
     def register(tests: Callable[[_Tests, Callable], None]) -> Callable[[Callable], None]:
-        def check(answer: Callable) -> None:
-            _publish(_run(exercise, tests, answer))
+        def check(answer: Callable) -> float | None:
+            result = _run(exercise, tests, answer)
+            _publish(result)
+            return result.points if _under_nbgrader() else None
 
         check.__name__ = check.__qualname__ = exercise.function
         check.__doc__ = f"Check exercise {number}: test ``{exercise.function}`` and show what to fix."
@@ -399,6 +423,11 @@ def _exercise(grade_id: str, number: str, points: int, forbidden: tuple[str, ...
         return check
 
     return register
+
+
+def _under_nbgrader() -> bool:
+    """True while nbgrader runs the notebook to grade or validate it."""
+    return os.environ.get("NBGRADER_EXECUTION", "").lower() in ("autograde", "validate")
 
 
 def _run(exercise: Exercise, tests: Callable[[_Tests, Callable], None], answer: Callable) -> CheckResult:
@@ -441,35 +470,47 @@ def _short(value, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _matches(got, expected) -> bool:
+def _matches(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
     try:
         if isinstance(expected, torch.Tensor):
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
                 return False
+            if (expected.dtype == torch.bool) != (got.dtype == torch.bool):  # a float mask is its own mistake
+                return False
             if expected.dtype == torch.bool:
-                return bool(torch.equal(got.to(torch.bool), expected))
-            return bool(torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5, equal_nan=True))
+                return bool(torch.equal(got, expected))
+            return bool(torch.allclose(got.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=True))
         return got == expected
     except Exception:
         return False
 
 
-def _diagnose(got, mistakes) -> str | None:
+def _diagnose(got, mistakes, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
     """The hint of the first known mistake whose result ``got`` equals, if any."""
     for make, hint in mistakes:
         try:
             candidate = make()
-        except Exception:
+        except Exception:  # a mistake that cannot happen for this input
             continue
-        if _matches(got, candidate):
+        if _matches(got, candidate, atol, rtol):
             return hint
     return None
 
 
-def _expect(got, expected, what: str, hint: str = "", mistakes=(), atol: float = 1e-5, rtol: float = 1e-4):
+def _expect(
+    got,
+    expected,
+    what: str,
+    hint: str = "",
+    mistakes=(),
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    mistake_atol: float | None = None,
+):
     """Fail with a specific message unless ``got`` equals ``expected`` (tensors: allclose; else ==).
 
-    ``mistakes`` are ``(make_result, hint)`` pairs: if ``got`` equals a known wrong result, its hint is given.
+    ``mistakes`` are ``(make_result, hint)`` pairs: if ``got`` equals a known wrong result (within
+    ``mistake_atol``, default ``atol``), its hint is given, else ``hint``.
     """
     if isinstance(expected, torch.Tensor):
         problem = _tensor_problem(got, expected, atol, rtol)
@@ -477,7 +518,7 @@ def _expect(got, expected, what: str, hint: str = "", mistakes=(), atol: float =
         problem = _value_problem(got, expected)
     if problem is None:
         return
-    hint = _diagnose(got, mistakes) or hint
+    hint = _diagnose(got, mistakes, atol if mistake_atol is None else mistake_atol, rtol) or hint
     _fail(f"{what}: {problem}" + (f". Hint: {hint}" if hint else ""))
 
 
@@ -510,6 +551,8 @@ def _tensor_problem(got, expected: torch.Tensor, atol: float, rtol: float) -> st
     wrong = ~torch.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
     if not wrong.any():
         return None
+    if e.dim() == 0:
+        return f"expected {e.item():.5g}, got {g.item():.5g}"
     i = tuple(wrong.nonzero()[0].tolist())
     return (
         f"{int(wrong.sum())} of {wrong.numel()} values differ; at index {i} expected {e[i].item():.5g}, "
@@ -607,6 +650,33 @@ def _join_numbers(tokens: list[str]) -> list[str]:
     return out
 
 
+def _join_letters(tokens: list[str]) -> list[str]:
+    """What ``[a-z]+`` makes of the tokens: neighbouring one-letter variables become one word (hx)."""
+    out: list[str] = []
+    joinable = False  # the last token out is a run of one-letter variables
+    for tok in tokens:
+        single = len(tok) == 1 and tok.isalpha()
+        if single and joinable:
+            out[-1] += tok
+        else:
+            out.append(tok)
+        joinable = single
+    return out
+
+
+def _lost_characters(got, text: str) -> str | None:
+    """A hint when the tokens leave out characters of ``text`` (spaces apart), else None."""
+    if not isinstance(got, (list, tuple)) or not all(isinstance(tok, str) for tok in got):
+        return None
+    lost = Counter(text.replace(" ", "")) - Counter("".join(got))
+    if not lost:
+        return None
+    return (
+        f"no token holds {' '.join(repr(c) for c in sorted(lost))}: every character but a space belongs to "
+        "a token, so add what is missing to your pattern (inside [...] write \\- for a minus sign)"
+    )
+
+
 _TOKENIZE_CASES = {
     "the slide's expression tan(h*x)+sinh(g*x)": "tan(h*x)+sinh(g*x)",
     "cosh is one token, and ** is one token": "cosh(a*x)**3+tanh(b*x)",
@@ -628,7 +698,8 @@ def split_tokens(t: _Tests, answer: Callable) -> None:
                 got,
                 expected,
                 f"split_tokens({text!r})",
-                hint="compare your pattern with the list of tokens the vocabulary holds",
+                hint=_lost_characters(got, text)
+                or "compare your pattern with the list of tokens the vocabulary holds",
                 mistakes=[
                     (
                         lambda: _split_functions(expected),
@@ -646,8 +717,12 @@ def split_tokens(t: _Tests, answer: Callable) -> None:
                     ),
                     (
                         lambda: _join_numbers(expected),
-                        "numbers are split into digits: the vocabulary has "
-                        "0 … 9, not 120; use [0-9], not [0-9]+",
+                        "each digit is its own token: the vocabulary has 0 … 9, not 120; use [0-9], not [0-9]+",
+                    ),
+                    (
+                        lambda: _join_letters(expected),
+                        "letters side by side are separate variables (hx is h times x): match one letter "
+                        "with [a-z], not [a-z]+, after the function names",
                     ),
                 ],
             )
@@ -661,21 +736,32 @@ def _vocabulary(token_lists) -> dict[str, int]:
     return _tokens.Vocabulary([tok for tokens in token_lists for tok in tokens]).stoi
 
 
+def _in_order_of_appearance(tokens: list[str]) -> dict[str, int]:
+    stoi = {"<pad>": 0, "<sos>": 1, "<eos>": 2}
+    for tok in tokens:
+        stoi.setdefault(tok, len(stoi))
+    return stoi
+
+
 def _vocabulary_mistakes(token_lists):
     tokens = [tok for lst in token_lists for tok in lst]
+    specials = ["<pad>", "<sos>", "<eos>"]
     return [
         (
             lambda: {tok: i for i, tok in enumerate(sorted(set(tokens)))},
             "the special tokens come first: '<pad>': 0, '<sos>': 1, '<eos>': 2, then the sorted tokens",
         ),
         (
-            lambda: {
-                tok: i for i, tok in enumerate(["<pad>", "<sos>", "<eos>"] + list(dict.fromkeys(tokens)))
-            },
+            lambda: _in_order_of_appearance(tokens),
             "sort the tokens (sorted(set(...))): codes follow the sorted order, not the order of appearance",
         ),
         (
-            lambda: {tok: i + 3 for i, tok in enumerate(sorted(set(tokens)))},
+            lambda: {tok: i for i, tok in enumerate(specials + sorted(set(tokens)))},
+            "a special token met in the input got a second, later code: take '<pad>', '<sos>', '<eos>' "
+            "out of the set before sorting the other tokens",
+        ),
+        (
+            lambda: {tok: i + 3 for i, tok in enumerate(sorted(set(tokens) - set(specials)))},
             "the special tokens '<pad>', '<sos>', '<eos>' must be in the vocabulary too, with codes 0, 1, 2",
         ),
     ]
@@ -735,6 +821,10 @@ def encode(t: _Tests, answer: Callable) -> None:
                     ),
                     (lambda: expected[:-1], "end the sequence with <eos> (code 2)"),
                     (lambda: expected[1:], "start the sequence with <sos> (code 1)"),
+                    (
+                        lambda: [EOS_IDX, *expected[1:-1], SOS_IDX],
+                        "<sos> and <eos> are swapped: <sos> (code 1) opens the sequence, <eos> (code 2) closes it",
+                    ),
                 ],
             )
             return ", ".join(map(str, expected)) if len(expected) < 16 else ""
@@ -753,7 +843,15 @@ def _pad_mistakes(codes, length, layout):
             + ("<sos> tokens <eos> <pad> …" if layout == "package" else "<sos> tokens <pad> … <eos>"),
         ),
         (lambda: padding + list(codes), "pad at the end, not at the front"),
-        (lambda: list(codes) + [PAD_IDX] * length, f"pad up to length {length} in all, not by {length} more"),
+        (
+            lambda: _tokens.pad(codes, len(codes) + length, layout),
+            f"pad up to length {length} in all, not by {length} more",
+        ),
+        (
+            lambda: list(codes) + padding[1:] + [EOS_IDX],
+            "<eos> appears twice: in the 'lecture' layout move the sequence's own <eos> to the end "
+            "(codes[:-1] + padding + [codes[-1]]) instead of adding another",
+        ),
     ]
 
 
@@ -831,11 +929,17 @@ def make_batch(t: _Tests, answer: Callable) -> None:
                         lambda: torch.tensor([_tokens.pad(s, length, "lecture") for s in sequences]),
                         "use the package's layout here: <sos> tokens <eos> <pad> …",
                     ),
+                    (
+                        lambda: codes.T,
+                        "the batch goes first, codes (B, L), one row per sequence: pad_sequence puts it "
+                        "second unless you pass batch_first=True",
+                    ),
                 ],
             )
             if isinstance(got_codes, torch.Tensor) and got_codes.dtype != torch.long:
                 _fail(
-                    f"codes should have dtype torch.long (an embedding looks codes up), got {got_codes.dtype}"
+                    f"codes: dtype {got_codes.dtype}. Hint: codes index the embedding table, so they must be "
+                    "integers: create them with dtype=torch.long"
                 )
             _expect(
                 got_mask,
@@ -845,6 +949,14 @@ def make_batch(t: _Tests, answer: Callable) -> None:
                     (
                         lambda: ~mask,
                         "the mask is inverted: in this package True marks <pad> (not allowed to attend)",
+                    ),
+                    *(
+                        (
+                            lambda dtype=dtype: mask.to(dtype),
+                            "the mask must be boolean, True at <pad>, as masked_fill needs: "
+                            "compare, codes == PAD_IDX, instead of filling a tensor with 0 and 1",
+                        )
+                        for dtype in (torch.float32, torch.int64, torch.int32, torch.uint8)
                     ),
                 ],
             )
@@ -869,7 +981,8 @@ def _sinusoid_mistakes(max_len: int, d_model: int):
         pe[:, 0::2], pe[:, 1::2] = even, odd
         return pe
 
-    pairs = torch.arange(0, d_model, 2, dtype=torch.float32)
+    pairs = torch.arange(0, d_model, 2, dtype=torch.float32)  # 2i
+    columns = torch.arange(d_model, dtype=torch.float32)
     return [
         (
             lambda: interleave(torch.cos(angles(pairs)), torch.sin(angles(pairs))),
@@ -877,7 +990,20 @@ def _sinusoid_mistakes(max_len: int, d_model: int):
         ),
         (
             lambda: interleave(torch.sin(angles(pairs / 2)), torch.cos(angles(pairs / 2))),
-            "the exponent is 2i/d_model with 2i the (even) column: columns 2i and 2i+1 share a frequency",
+            "the exponent is 2i/d_model, twice the pair number i: take torch.arange(0, d_model, 2), "
+            "not torch.arange(d_model // 2)",
+        ),
+        (
+            lambda: interleave(torch.sin(angles(columns[0::2])), torch.cos(angles(columns[1::2]))),
+            "columns 2i and 2i+1 share one frequency: the cos column 2i+1 also uses the exponent "
+            "2i/d_model, not (2i+1)/d_model",
+        ),
+        (
+            lambda: interleave(
+                *(f(position.double() * 10000 ** (pairs.double() / d_model)) for f in (torch.sin, torch.cos))
+            ),
+            "divide the position by 10000**(2i/d_model), do not multiply (in the exp form: "
+            "exp(-2i·ln(10000)/d_model), mind the minus sign): the wavelengths grow along the columns",
         ),
         (
             lambda: torch.cat([torch.sin(angles(pairs)), torch.cos(angles(pairs))], dim=1),
@@ -903,6 +1029,7 @@ def sinusoidal_encoding(t: _Tests, answer: Callable) -> None:
                 f"sinusoidal_encoding({max_len}, {d_model})",
                 mistakes=_sinusoid_mistakes(max_len, d_model),
                 atol=1e-4,
+                mistake_atol=1e-3,  # the angles of a mistake may reach 1e3 rad: float32 rounding shows in sin
             )
 
 
@@ -940,6 +1067,19 @@ def embed(t: _Tests, answer: Callable) -> None:
                         "add the positional encodings pe[:L] (L = codes.size(1))",
                     ),
                     (lambda: table[codes] * d + pe[:L], "the scale is √d_model, not d_model"),
+                    (
+                        lambda: table[codes] / math.sqrt(d) + pe[:L],
+                        "multiply the embeddings by √d_model, do not divide (1/√d is attention's scale)",
+                    ),
+                    (
+                        lambda: (table[codes] + pe[:L]) * math.sqrt(d),
+                        "scale the embeddings only, then add the encodings: table[codes] * √d_model + pe[:L]",
+                    ),
+                    (
+                        lambda: table[codes] * math.sqrt(table.size(0)) + pe[:L],
+                        "d_model is the width of the table, table.size(1), not the vocabulary size "
+                        "table.size(0)",
+                    ),
                 ],
             )
             return f"shape {tuple(expected.shape)}"
@@ -952,7 +1092,11 @@ def _pca(X: torch.Tensor) -> torch.Tensor:
 
 
 def _align_signs(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """Principal axes have no sign of their own: flip each column of ``got`` to point like ``expected``."""
+    """Principal axes have no sign of their own: flip each column of ``got`` to point like ``expected``.
+
+    (A mistake's result is aligned with the answer's, not with the reference: two principal columns are
+    orthogonal, so a column compared with the other one would get a random sign.)
+    """
     signs = torch.sign((got.double() * expected.double()).sum(dim=0))
     return got * torch.where(signs == 0, 1.0, signs).to(got.dtype)
 
@@ -975,6 +1119,7 @@ def project_2d(t: _Tests, answer: Callable) -> None:
             if isinstance(got, torch.Tensor) and got.shape == expected.shape:
                 got = _align_signs(got, expected)
             centred = X - X.mean(0)
+            _, _, Vh = torch.linalg.svd(centred.double())  # (d, d): the axes, by decreasing spread
             _expect(
                 got,
                 expected,
@@ -983,15 +1128,33 @@ def project_2d(t: _Tests, answer: Callable) -> None:
                 rtol=1e-3,
                 mistakes=[
                     (
-                        lambda: _align_signs(X @ torch.linalg.svd(X, full_matrices=False)[2][:2].T, expected),
+                        lambda: _align_signs(X @ torch.linalg.svd(X, full_matrices=False)[2][:2].T, got),
                         "centre the points first (X - X.mean(dim=0)): PCA measures spread about the mean",
                     ),
                     (
-                        lambda: _align_signs(
-                            torch.linalg.svd(centred, full_matrices=False)[0][:, :2], expected
-                        ),
+                        lambda: _align_signs(torch.linalg.svd(centred, full_matrices=False)[0][:, :2], got),
                         "U[:, :2] alone has unit length: the coordinates are "
                         "centred @ V[:, :2] (= U[:, :2] * S[:2])",
+                    ),
+                    *(
+                        (  # mixes the axes: as the answer's own svd call would, signs and all
+                            lambda full=full: _align_signs(
+                                centred @ torch.linalg.svd(centred, full_matrices=full)[2][:, :2], got
+                            ),
+                            "the principal axes are the rows of Vh (torch.linalg.svd returns Vᵀ): "
+                            "project on Vh[:2].T, not Vh[:, :2]",
+                        )
+                        for full in (True, False)
+                    ),
+                    (
+                        lambda: _align_signs(centred.double() @ Vh[[-1, -2]].T, got),
+                        "these are the two axes of least spread: torch.linalg.eigh sorts the eigenvalues "
+                        "in ascending order, so the principal axes are its last columns",
+                    ),
+                    (
+                        lambda: _align_signs(expected[:, [1, 0]], got),
+                        "the two axes are in the wrong order: the first column is the axis of largest "
+                        "spread (eigh's last eigenvector, vecs[:, -1])",
                     ),
                 ],
             )
@@ -1015,7 +1178,7 @@ TWO_TOKENS = {
 
 def _attention_mistakes(Q, K, V, mask=None):
     d = Q.size(-1)
-    scores = Q @ K.transpose(-2, -1)
+    scores = Q @ K.transpose(-2, -1)  # (..., Lq, Lk)
     if mask is not None:
         scores = scores.masked_fill(mask, float("-inf"))
     return [
@@ -1024,11 +1187,33 @@ def _attention_mistakes(Q, K, V, mask=None):
             "divide the scores QKᵀ by √d (d = Q.size(-1)) before the softmax",
         ),
         (lambda: torch.softmax(scores / d, -1), "the scale is √d, not d: use math.sqrt(d) or d ** 0.5"),
-        (
-            lambda: torch.softmax(scores / math.sqrt(d), -2),
-            "take the softmax over the keys, the last axis (dim=-1): each row (one query) must sum to one",
+        *(
+            (
+                lambda dim=dim: torch.softmax(scores / math.sqrt(d), dim),
+                "take the softmax over the keys, the last axis (dim=-1): each row (one query) must sum "
+                "to one, whatever axes come in front",
+            )
+            for dim in range(scores.dim() - 1)
+        ),
+        *(
+            (
+                lambda axis=axis: torch.softmax(scores / math.sqrt(Q.size(axis)), -1),
+                "d is the size of the last axis, Q.size(-1) (the features): with a batch or heads in "
+                "front, Q.shape[1] is not d",
+            )
+            for axis in range(Q.dim() - 1)
         ),
     ]
+
+
+def _attention_pair(got, out: torch.Tensor, weights: torch.Tensor, what: str) -> tuple:
+    """The answer's (out, weights); a pair returned the wrong way round fails with its own hint."""
+    got_out, got_weights = _pair(got, what)
+    if not _matches(got_weights, weights) and _matches(got_out, weights) and _matches(got_weights, out):
+        _fail(
+            f"{what}: out and weights are swapped. Hint: return the pair in this order: weights @ V, weights"
+        )
+    return got_out, got_weights
 
 
 @_exercise(
@@ -1060,7 +1245,9 @@ def attention(t: _Tests, answer: Callable) -> None:
         @t.test(name)
         def _(Q=Q, K=K, V=V):
             out, weights = _attention.scaled_dot_product_attention(Q, K, V)
-            got_out, got_weights = _pair(answer(Q.clone(), K.clone(), V.clone()), "attention")
+            got_out, got_weights = _attention_pair(
+                answer(Q.clone(), K.clone(), V.clone()), out, weights, "attention"
+            )
             _expect(got_weights, weights, "weights", mistakes=_attention_mistakes(Q, K, V))
             _expect(
                 got_out,
@@ -1071,8 +1258,10 @@ def attention(t: _Tests, answer: Callable) -> None:
             return "weights and out equal PyTorch's scaled_dot_product_attention"
 
 
-def _masked_case(seed: int, B: int, Lq: int, Lk: int, d: int, mask: torch.Tensor):
-    return _randn(B, Lq, d, seed=seed), _randn(B, Lk, d, seed=seed + 1), _randn(B, Lk, d, seed=seed + 2), mask
+def _masked_case(seed: int, front: tuple[int, ...], Lq: int, Lk: int, d: int, mask: torch.Tensor):
+    """Q (*front, Lq, d), K and V (*front, Lk, d), and the mask; ``front`` is (B,) or (B, H)."""
+    Q, K, V = (_randn(*front, L, d, seed=seed + i) for i, L in enumerate((Lq, Lk, Lk)))
+    return Q, K, V, mask
 
 
 @_exercise(
@@ -1088,20 +1277,24 @@ def _masked_case(seed: int, B: int, Lq: int, Lk: int, d: int, mask: torch.Tensor
 def masked_attention(t: _Tests, answer: Callable) -> None:
     pad = torch.tensor([[False, False, False, False, False], [False, False, False, True, True]])  # (B, Lk)
     cases = {
-        "no key masked": _masked_case(10, 2, 3, 5, 8, torch.zeros(3, 5, dtype=torch.bool)),
+        "no key masked": _masked_case(10, (2,), 3, 5, 8, torch.zeros(3, 5, dtype=torch.bool)),
         "padding mask (B, 1, Lk): the last keys of row 1 are <pad>": _masked_case(
-            20, 2, 3, 5, 8, pad[:, None, :]
+            20, (2,), 3, 5, 8, pad[:, None, :]
         ),
-        "causal mask (L, L)": _masked_case(30, 2, 4, 4, 8, _attention.causal_mask(4)),
+        "causal mask (L, L)": _masked_case(30, (2,), 4, 4, 8, _attention.causal_mask(4)),
+        "4 heads (B, H, L, d), padding mask (B, 1, 1, Lk)": _masked_case(
+            40, (2, 4), 3, 5, 8, pad[:, None, None, :]
+        ),
     }
     for name, (Q, K, V, mask) in cases.items():
 
         @t.test(name)
         def _(Q=Q, K=K, V=V, mask=mask):
             out, weights = _attention.scaled_dot_product_attention(Q, K, V, mask)
-            got_out, got_weights = _pair(
-                answer(Q.clone(), K.clone(), V.clone(), mask.clone()), "masked_attention"
+            got_out, got_weights = _attention_pair(
+                answer(Q.clone(), K.clone(), V.clone(), mask.clone()), out, weights, "masked_attention"
             )
+            scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))  # (..., Lq, Lk)
             _expect(
                 got_weights,
                 weights,
@@ -1109,18 +1302,21 @@ def masked_attention(t: _Tests, answer: Callable) -> None:
                 mistakes=[
                     *_attention_mistakes(Q, K, V, mask),
                     (
-                        lambda: torch.softmax(
-                            (Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))).masked_fill(
-                                ~mask, float("-inf")
-                            ),
-                            -1,
-                        ),
+                        lambda: torch.softmax(scores.masked_fill(~mask, float("-inf")), -1),
                         "the mask is inverted: True marks keys a query may NOT attend to (score -inf)",
                     ),
                     (
-                        lambda: torch.softmax(
-                            Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1)), -1
-                        ).masked_fill(mask, 0.0),
+                        lambda: torch.softmax(scores.masked_fill(mask, 0.0), -1),
+                        "fill the masked scores with float('-inf'), not 0: a score of 0 still gets the "
+                        "weight exp(0) > 0 after the softmax",
+                    ),
+                    (
+                        lambda: torch.softmax(scores, -1),
+                        "the mask had no effect: masked_fill returns a new tensor, so write "
+                        "scores = scores.masked_fill(mask, float('-inf')) (or use masked_fill_)",
+                    ),
+                    (
+                        lambda: torch.softmax(scores, -1).masked_fill(mask, 0.0),
                         "mask the scores before the softmax (masked_fill(mask, float('-inf'))), "
                         "so each row still sums to one",
                     ),
@@ -1161,11 +1357,19 @@ def causal_mask(t: _Tests, answer: Callable) -> None:
                     ),
                     (
                         lambda: ones.tril(-1),
-                        "this masks the past: query i may not see keys j > i, above the diagonal",
+                        "this is the transpose, it masks the past: rows are queries i, columns keys j; "
+                        "query i may not see keys j > i, above the diagonal",
                     ),
-                    (
-                        lambda: ones.tril(0),
-                        "this masks the past and the diagonal: mask j > i only, above the diagonal",
+                    *(
+                        (
+                            lambda float_mask=float_mask: float_mask,
+                            "the mask must be boolean, True where query i may NOT see key j: create the "
+                            "ones with dtype=torch.bool (not a float mask of 0/1 or of 0/-inf)",
+                        )
+                        for float_mask in (
+                            expected.float(),
+                            torch.zeros(L, L).masked_fill(expected, -math.inf),
+                        )
                     ),
                 ],
             )
@@ -1183,25 +1387,31 @@ def split_heads(t: _Tests, answer: Callable) -> None:
             x = torch.arange(B * L * d_model, dtype=torch.float32).view(B, L, d_model)  # readable values
             expected = _attention.MultiHeadAttention(d_model, H)._split(x)
             got = answer(x.clone(), H)
-            if isinstance(got, torch.Tensor) and got.shape == (B, L, H, d_model // H) != expected.shape:
-                _fail(
-                    f"split_heads(x, {H}): shape (B, L, H, d_head) = {tuple(got.shape)}; the heads go before "
-                    "the positions, (B, H, L, d_head): add transpose(1, 2)"
-                )
+            d_head = d_model // H
             _expect(
                 got,
                 expected,
                 f"split_heads(x, {H})",
                 mistakes=[
-                    (
-                        lambda: x.view(B, L, H, d_model // H),
-                        "the heads go before the positions, (B, H, L, d_head): add transpose(1, 2)",
+                    (  # first: when L == H it gives what the next one gives
+                        lambda: x.reshape(B, H, L, d_head),
+                        "reshaping straight to (B, H, L, d_head) mixes positions into heads: "
+                        "view as (B, L, H, d_head), then transpose(1, 2)",
                     ),
                     (
-                        lambda: x.reshape(B, H, L, d_model // H),
-                        "reshaping straight to (B, H, L, d_head) mixes positions into heads: "
-                        "view as (B, L, H, d_head), "
-                        "then transpose(1, 2)",
+                        lambda: x.view(B, L, H, d_head),
+                        "this is (B, L, H, d_head); the heads go before the positions, (B, H, L, d_head): "
+                        "add transpose(1, 2)",
+                    ),
+                    (
+                        lambda: x.view(B, L, d_head, H).permute(0, 3, 1, 2),
+                        "each head takes one block of d_head neighbouring features, not every "
+                        "n_heads-th feature: view as (B, L, n_heads, d_head), in this order",
+                    ),
+                    (
+                        lambda: x.transpose(1, 2).reshape(B, H, L, d_head),
+                        "transpose after the view, not before: x.view(B, L, n_heads, d_head).transpose(1, 2); "
+                        "transposing first puts the features of one position in a column",
                     ),
                 ],
                 hint="head h holds features h*d_head … (h+1)*d_head - 1 of every position",
@@ -1220,22 +1430,38 @@ def _layer_input(B: int, L: int, d: int, seed: int) -> torch.Tensor:
     return _randn(B, L, d, seed=seed)
 
 
-def _encoder_variant(layer, x, src_pad_mask, post_norm=False, residual=True, mask=True):
+def _distinct_norms(layer: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``layer`` with a gain and bias of its own in every LayerNorm.
+
+    New LayerNorms are all alike (gain 1, bias 0): an answer that used norm1 where norm2 belongs would pass.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for module in layer.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.weight.data = 1 + 0.3 * torch.randn(module.weight.shape, generator=g)
+            module.bias.data = 0.3 * torch.randn(module.bias.shape, generator=g)
+    return layer
+
+
+def _encoder_variant(
+    layer, x, src_pad_mask, post_norm=False, residual=True, mask=True, causal=False, one_norm=False
+):
+    """The encoder layer with one typical mistake switched on (the defaults give the right layer)."""
     m = src_pad_mask if mask else None
     if post_norm:
         a, _ = layer.self_attn(x, x, x, m)
         x = layer.norm1(x + a)
         return layer.norm2(x + layer.feed_forward(x))
     h = layer.norm1(x)
-    a, _ = layer.self_attn(h, h, h, m)
+    a, _ = layer.self_attn(h, h, h, m, causal)
     x = x + a if residual else a
-    f = layer.feed_forward(layer.norm2(x))
+    f = layer.feed_forward((layer.norm1 if one_norm else layer.norm2)(x))
     return x + f if residual else f
 
 
 @_exercise("05_transformer.encoder_layer_forward", "5.1", 2, ("labutils.model.EncoderLayer.forward",))
 def encoder_layer_forward(t: _Tests, answer: Callable) -> None:
-    layer = _model.EncoderLayer(16, 2, 32, dropout=0.0).eval()
+    layer = _distinct_norms(_model.EncoderLayer(16, 2, 32, dropout=0.0).eval(), seed=12)
     x = _layer_input(2, 5, 16, seed=7)
     pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
     for name, mask in {"no padding": None, "with a padding mask": pad}.items():
@@ -1261,13 +1487,37 @@ def encoder_layer_forward(t: _Tests, answer: Callable) -> None:
                         lambda: _encoder_variant(layer, x, mask, mask=False),
                         "pass src_pad_mask to self_attn, so that no position attends to <pad>",
                     ),
+                    (
+                        lambda: _encoder_variant(layer, x, mask, causal=True),
+                        "the encoder reads the whole source at once: no causal mask here (that is the "
+                        "decoder's), only src_pad_mask",
+                    ),
+                    (
+                        lambda: _encoder_variant(layer, x, mask, one_norm=True),
+                        "each sublayer has its own LayerNorm: norm1 before the self-attention, norm2 before "
+                        "the feed-forward",
+                    ),
                 ],
             )
 
 
+_CAUSAL_HINT = "the self-attention must be causal (causal=True): no position may read later tokens"
+
+
 def _decoder_variant(
-    layer, x, memory, spm, tpm, causal=True, cross_from_x=False, swap_masks=False, post_norm=False
+    layer,
+    x,
+    memory,
+    spm,
+    tpm,
+    causal=True,
+    cross_from_x=False,
+    swap_masks=False,
+    post_norm=False,
+    cross_mask=True,
+    norm2=True,
 ):
+    """The decoder layer with one typical mistake switched on (the defaults give the right layer)."""
     if swap_masks:
         spm, tpm = tpm, spm
     if post_norm:
@@ -1279,23 +1529,35 @@ def _decoder_variant(
     h = layer.norm1(x)
     a, _ = layer.self_attn(h, h, h, tpm, causal)
     x = x + a
-    h = layer.norm2(x)
+    h = layer.norm2(x) if norm2 else x
     kv = h if cross_from_x else memory
-    a, _ = layer.cross_attn(h, kv, kv, tpm if cross_from_x else spm)
+    a, _ = layer.cross_attn(h, kv, kv, (tpm if cross_from_x else spm) if cross_mask else None)
     x = x + a
     return x + layer.feed_forward(layer.norm3(x))
 
 
 @_exercise("05_transformer.decoder_layer_forward", "5.2", 2, ("labutils.model.DecoderLayer.forward",))
 def decoder_layer_forward(t: _Tests, answer: Callable) -> None:
-    layer = _model.DecoderLayer(16, 2, 32, dropout=0.0).eval()
-    x, memory = _layer_input(2, 4, 16, seed=8), _layer_input(2, 6, 16, seed=9)
-    spm = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
-    tpm = torch.tensor([[False] * 4, [False, False, False, True]])
-    for name, (s, tm) in {"no padding": (None, None), "padding in source and target": (spm, tpm)}.items():
+    layer = _distinct_norms(_model.DecoderLayer(16, 2, 32, dropout=0.0).eval(), seed=13)
+    x = _layer_input(2, 4, 16, seed=8)
+    memories = {6: _layer_input(2, 6, 16, seed=9), 4: _layer_input(2, 4, 16, seed=11)}  # Ls: memory
+    cases = {
+        "no padding": (6, None, None),
+        "padding in source and target": (
+            6,
+            torch.tensor([[False] * 6, [False] * 4 + [True] * 2]),
+            torch.tensor([[False] * 4, [False, False, False, True]]),
+        ),
+        "padding, source as long as the target": (
+            4,
+            torch.tensor([[False] * 4, [False, False, True, True]]),
+            torch.tensor([[False, False, False, True], [False] * 4]),
+        ),
+    }
+    for name, (Ls, s, tm) in cases.items():
 
         @t.test(name)
-        def _(s=s, tm=tm):
+        def _(s=s, tm=tm, memory=memories[Ls]):
             expected, _, _ = layer(x, memory, s, tm)
             got = answer(layer, x.clone(), memory.clone(), s, tm)
             _expect(
@@ -1305,7 +1567,7 @@ def decoder_layer_forward(t: _Tests, answer: Callable) -> None:
                 mistakes=[
                     (
                         lambda: _decoder_variant(layer, x, memory, s, tm, causal=False),
-                        "the self-attention must be causal (causal=True): no position may read later tokens",
+                        _CAUSAL_HINT,
                     ),
                     (
                         lambda: _decoder_variant(layer, x, memory, s, tm, cross_from_x=True),
@@ -1321,11 +1583,20 @@ def decoder_layer_forward(t: _Tests, answer: Callable) -> None:
                         lambda: _decoder_variant(layer, x, memory, s, tm, post_norm=True),
                         _POST_NORM_HINT,
                     ),
+                    (
+                        lambda: _decoder_variant(layer, x, memory, s, tm, cross_mask=False),
+                        "pass src_pad_mask to the cross-attention too: its keys are the source positions, "
+                        "and no query may attend to a source <pad>",
+                    ),
+                    (
+                        lambda: _decoder_variant(layer, x, memory, s, tm, norm2=False),
+                        "normalize before the cross-attention as well: its queries are layer.norm2(x)",
+                    ),
                 ],
             )
 
     @t.test("a later target token does not change earlier outputs")
-    def _():
+    def _(memory=memories[6]):
         changed = x.clone()
         changed[:, -1] = _randn(
             x.size(0), x.size(2), seed=10
@@ -1336,7 +1607,9 @@ def decoder_layer_forward(t: _Tests, answer: Callable) -> None:
         )
         if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) and before.shape == x.shape:
             if not torch.allclose(before[:, :-1], after[:, :-1], atol=1e-5):
-                _fail("changing the last target position changed the outputs before it: use causal=True")
+                _fail(
+                    f"changing the last target position changed the outputs before it. Hint: {_CAUSAL_HINT}"
+                )
         else:
             _fail(f"expected a tensor of shape {tuple(x.shape)}, got {_short(before)}")
 
@@ -1353,12 +1626,38 @@ _PAIRS = [
 ]
 
 
-def _loss(model, src, tgt, spm, tpm, shift=True, ignore=True, reduction="mean"):
-    tgt_in, tgt_out = (tgt[:, :-1], tgt[:, 1:]) if shift else (tgt, tgt)
-    logits = model(src, tgt_in, spm, tpm[:, :-1] if shift else tpm)
-    return F.cross_entropy(
-        logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_IDX if ignore else -100, reduction=reduction
-    )
+def _loss(
+    model,
+    src,
+    tgt,
+    spm,
+    tpm,
+    shift=True,
+    ignore=True,
+    reduction="mean",
+    backwards=False,
+    masks=True,
+    scores=None,
+):
+    """The loss with one typical mistake switched on (the defaults give the right loss).
+
+    ``backwards``: reads tgt[:, 1:] to predict tgt[:, :-1]; ``scores``: "probabilities" (softmax fed to
+    cross_entropy) or "logits" (fed to nll_loss).
+    """
+    if backwards:
+        tgt_in, tgt_out, tpm_in = tgt[:, 1:], tgt[:, :-1], tpm[:, 1:]
+    elif shift:
+        tgt_in, tgt_out, tpm_in = tgt[:, :-1], tgt[:, 1:], tpm[:, :-1]
+    else:
+        tgt_in, tgt_out, tpm_in = tgt, tgt, tpm
+    logits = model(src, tgt_in, spm, tpm_in) if masks else model(src, tgt_in)
+    logits, tgt_out = logits.flatten(0, 1), tgt_out.flatten()
+    ignore_index = PAD_IDX if ignore else -100
+    if scores == "logits":
+        return F.nll_loss(logits, tgt_out, ignore_index=ignore_index, reduction=reduction)
+    if scores == "probabilities":
+        logits = logits.softmax(-1)
+    return F.cross_entropy(logits, tgt_out, ignore_index=ignore_index, reduction=reduction)
 
 
 @_exercise("05_transformer.teacher_forcing_loss", "5.3", 2, ("labutils.train.evaluate",))
@@ -1392,6 +1691,33 @@ def teacher_forcing_loss(t: _Tests, answer: Callable) -> None:
                         lambda: _loss(model, src, tgt, spm, tpm, reduction="sum"),
                         "this is the sum over tokens; the loss is the mean over the real (not <pad>) tokens",
                     ),
+                    (
+                        lambda: (
+                            _loss(model, src, tgt, spm, tpm, reduction="sum") / (tgt.numel() - tgt.size(0))
+                        ),
+                        "divide by the number of real tokens, not by every position: <pad> positions "
+                        "must not count in the mean",
+                    ),
+                    (
+                        lambda: _loss(model, src, tgt, spm, tpm, backwards=True),
+                        "the shift goes the other way: the decoder reads tgt[:, :-1] (from <sos>) and "
+                        "predicts tgt[:, 1:] (up to <eos>)",
+                    ),
+                    (
+                        lambda: _loss(model, src, tgt, spm, tpm, scores="probabilities"),
+                        "give F.cross_entropy the raw logits: it applies log_softmax itself, so a softmax "
+                        "before it is one too many",
+                    ),
+                    (
+                        lambda: _loss(model, src, tgt, spm, tpm, scores="logits"),
+                        "F.nll_loss expects log-probabilities: use F.cross_entropy on the logits "
+                        "(or log_softmax first)",
+                    ),
+                    (
+                        lambda: _loss(model, src, tgt, spm, tpm, masks=False),
+                        "pass the padding masks to the model, model(src, tgt[:, :-1], src_pad_mask, "
+                        "tgt_pad_mask[:, :-1]), so that no position attends to <pad>",
+                    ),
                 ],
             )
             return f"{expected.item():.4f}"
@@ -1405,10 +1731,30 @@ def _steering_model(seed: int, eos_bias: float) -> _model.Seq2SeqTransformer:
     torch.manual_seed(seed)
     model = _tiny_model(d_model=32, n_heads=4, tie_embeddings=False)
     model.generator.bias.data[EOS_IDX] += eos_bias
+    model.generator.bias.data[[PAD_IDX, SOS_IDX]] -= 100.0  # as a trained one, it never writes <pad> or <sos>
     return model
 
 
 _SOURCES = ["tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)", "exp(-b*x)*sin(c*x)"]
+
+
+def _greedy_variant(model, source: str, max_len: int, stop=True, position=-1, history=True) -> str:
+    """Greedy decoding with one typical mistake switched on (the defaults decode right).
+
+    ``stop=False`` runs on past ``<eos>`` and spells every token (``<eos>`` and what follows included);
+    ``position=0`` reads the first position's logits; ``history=False`` feeds only the last token.
+    """
+    memory = model.encode(torch.tensor([_tokens.code(source, SOURCE_VOCAB)]))  # (1, Ls, d_model)
+    ys = [SOS_IDX]
+    for _ in range(max_len):
+        logits = model.decode(torch.tensor([ys if history else ys[-1:]]), memory)  # (1, L, V)
+        next_token = int(logits[0, position].argmax())
+        if stop and next_token == EOS_IDX:
+            break
+        ys.append(next_token)
+    if not stop:
+        return "".join(TARGET_VOCAB.itos[c] for c in ys[1:])
+    return TARGET_VOCAB.decode(ys[1:])
 
 
 @_exercise(
@@ -1458,6 +1804,21 @@ def greedy_translate(t: _Tests, answer: Callable) -> None:
                             lambda source=source: decode.translate(model, [source], max_len=max_len - 1)[0],
                             f"one token too few: generate up to max_len = {max_len} new tokens",
                         ),
+                        (
+                            lambda source=source: _greedy_variant(model, source, max_len, stop=False),
+                            "stop at the first <eos>: the series is finished there, and what the model "
+                            "writes after it is not part of it",
+                        ),
+                        (
+                            lambda source=source: _greedy_variant(model, source, max_len, position=0),
+                            "take the logits of the last position, logits[0, -1]: position 0 predicts the "
+                            "token after <sos> again at every step",
+                        ),
+                        (
+                            lambda source=source: _greedy_variant(model, source, max_len, history=False),
+                            "feed the decoder the whole sequence so far, not only the last token: unlike an "
+                            "RNN it keeps no state between calls",
+                        ),
                     ],
                     hint="start from [<sos>], append the argmax of the last position's logits, stop at <eos> "
                     "or after max_len tokens; return TARGET_VOCAB.decode(the tokens after <sos>)",
@@ -1475,11 +1836,25 @@ def _log_probability(model, source: str, series: str) -> float:
 def _log_probability_mistakes(model, source, series):
     src = torch.tensor([_tokens.code(source, SOURCE_VOCAB)])
     tgt = torch.tensor([_tokens.code(series, TARGET_VOCAB)])
-    logp = model(src, tgt[:, :-1]).log_softmax(-1).gather(-1, tgt[:, 1:, None])[0, :, 0]  # (Lt,)
+    logits = model(src, tgt[:, :-1])  # (1, Lt-1, V)
+    logp = logits.log_softmax(-1).gather(-1, tgt[:, 1:, None])[0, :, 0]  # (Lt-1,)
     return [
         (lambda: float(logp[:-1].sum()), "count <eos> too: the model must also choose to stop"),
         (lambda: float(logp.mean()), "add the log-probabilities (sum), do not average them"),
         (lambda: float(logp.exp().sum()), "add log-probabilities (log_softmax), not probabilities"),
+        (
+            lambda: float(logp.exp().prod()),
+            "this is the probability itself; return its logarithm, the sum of the log-probabilities",
+        ),
+        (
+            lambda: float(logits.log_softmax(-1).gather(-1, tgt[:, :-1, None]).sum()),
+            "score every position on the NEXT token: the decoder reads tgt[:, :-1] and its outputs "
+            "predict tgt[:, 1:], so gather tgt[:, 1:]",
+        ),
+        (
+            lambda: float(logits.log_softmax(1).gather(-1, tgt[:, 1:, None]).sum()),
+            "take log_softmax over the vocabulary, the last axis (dim=-1), not over the positions",
+        ),
     ]
 
 
@@ -1510,9 +1885,10 @@ def series_log_probability(t: _Tests, answer: Callable) -> None:
                     (
                         h
                         for make, h in _log_probability_mistakes(model, source, series)
-                        if math.isclose(got, make(), rel_tol=1e-4, abs_tol=1e-4)
+                        if (value := make()) != 0.0 and math.isclose(got, value, rel_tol=1e-4)
                     ),
                     None,
                 )
-                _fail(f"expected {expected:.4f}, got {got:.4f}" + (f". Hint: {hint}" if hint else ""))
+                shown = f"{got:.4f}" if got == 0.0 or abs(got) >= 1e-3 else f"{got:.4g}"
+                _fail(f"expected {expected:.4f}, got {shown}" + (f". Hint: {hint}" if hint else ""))
             return f"{expected:.3f}"

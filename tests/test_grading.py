@@ -72,6 +72,20 @@ def code_cell(source: str, labutils: dict | None = None, tags: list | None = Non
     return cell
 
 
+def with_nbgrader(notebook):
+    """``notebook`` with nbgrader's metadata on its answer and check cells, as solution notebooks carry it."""
+    points = {}
+    for cell in notebook.cells:
+        info = cell.metadata.get("labutils", {})
+        if info.get("kind") == "answer":
+            points[info["grade_id"]] = info["points"]
+        if info.get("kind") in ("answer", "check"):
+            cell.metadata["nbgrader"] = release.nbgrader_metadata(
+                info["kind"], info["grade_id"], points[info["grade_id"]]
+            )
+    return notebook
+
+
 def source_notebook():
     """A solution notebook with three exercises, the first with a hidden test."""
     cells = [nbformat.v4.new_markdown_cell("# Demo"), code_cell("FACTOR = 2")]
@@ -88,7 +102,7 @@ def source_notebook():
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["labutils"] = {"notebook": NAME, "version": "1.0"}
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return notebook
+    return with_nbgrader(notebook)
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +383,7 @@ def test_an_answer_that_only_calls_the_package_earns_nothing(tmp_path):
         )
         check = MASK_CHECK % (name, "T" if transposed else "clone()", name)
         cells.append(code_cell(check, {"grade_id": f"02_masks.{name}", "kind": "check"}))
-    source = nbformat.v4.new_notebook(cells=cells)
+    source = with_nbgrader(nbformat.v4.new_notebook(cells=cells))
     source.metadata["labutils"] = {"notebook": "02_masks", "version": "1"}
     save(source, tmp_path / "source" / "02_masks.ipynb")
     answers = {
@@ -588,9 +602,11 @@ def test_the_untouched_student_attention_notebook_gets_zero_without_errors(tmp_p
     submission = tmp_path / "student" / "04_attention.ipynb"
     submission.parent.mkdir()
     submission.write_bytes((ROOT / "notebooks" / "04_attention.ipynb").read_bytes())
-    report = grading.grade([str(submission)], out=tmp_path / "grades.csv", limits=Limits(timeout=300), log=print)
+    report = grading.grade(
+        [str(submission)], out=tmp_path / "grades.csv", limits=Limits(timeout=300), log=print
+    )
     rows = read_csv(tmp_path / "grades.csv")
     assert report.status == 0, report.problems
     assert rows and all(row["notebook"] == "04_attention" for row in rows)
     assert all(float(row["points"]) == 0 < float(row["max_points"]) for row in rows)
-    assert all("not attempted" in row["feedback"] or "not done" in row["feedback"] for row in rows), rows
+    assert all("not done yet" in row["feedback"] for row in rows), rows

@@ -3,7 +3,7 @@
 Running every notebook end to end is nbval's job (``make test`` runs ``pytest --nbval-lax solutions
 notebooks``). Here, in one IPython shell and in seconds: the setup and import cells, then each answer cell and
 its check cell. A solution earns full points; a student notebook's stubs never raise at top level and every
-check says "not attempted yet"; each check cell shows exactly one check+json output.
+check says "not done yet"; each check cell shows exactly one check+json output.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_solutions_earn_every_point(shell, path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_student_notebooks_run_and_say_not_attempted(shell, path):
+def test_student_notebooks_run_and_say_not_done_yet(shell, path):
     student = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
     assert release.render(student) == release.render(
         release.student_notebook(nbformat.read(path, as_version=4), path.stem)
@@ -77,7 +77,7 @@ def test_student_notebooks_run_and_say_not_attempted(shell, path):
     for payloads in published.values():
         (payload,) = payloads
         assert payload["points"] == 0 and payload["passed"] == []
-        assert "not attempted yet" in payload["feedback"]
+        assert "not done yet" in payload["feedback"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
