@@ -12,8 +12,9 @@ The contract (the grader, :mod:`labutils.grading`, relies on it):
   is "not done yet" and earns 0; an exception in the answer is reported by its one-line message and the line
   of the answer that raised it.
 * A wrong result is compared with what the typical mistakes would give (no 1/√d, softmax over the wrong axis,
-  mask inverted, ...): if it equals one, the message names that mistake (``Hint: ...``). Messages say what was
-  expected and what came back for a test input, never the reference answer's code.
+  mask inverted, ...): if it equals one, the message names that mistake (``Hint: ...``). Messages say what
+  came back for a test input and where it is wrong (type, shape, dtype, the first wrong entry), never the
+  reference answer's output or code.
 * While the answer runs, the labutils functions the exercise asks the student to write (with their
   re-exports, and any name in the answer's globals bound to them) are switched off: calling one raises
   :class:`ForbiddenCall`, so an answer that only calls the package earns nothing, and the feedback says why.
@@ -527,6 +528,7 @@ def _fail(message: str):
 
 
 def _tensor_problem(got, expected: torch.Tensor, atol: float, rtol: float) -> str | None:
+    """What is wrong with ``got``: its type, shape or dtype, else where it differs (never the right values)."""
     if not isinstance(got, torch.Tensor):
         return f"expected a tensor of shape {tuple(expected.shape)}, got {type(got).__name__} {_short(got)}"
     if got.shape != expected.shape:
@@ -539,40 +541,37 @@ def _tensor_problem(got, expected: torch.Tensor, atol: float, rtol: float) -> st
             return None
         i = tuple(wrong.nonzero()[0].tolist())
         return (
-            f"{int(wrong.sum())} of {wrong.numel()} entries differ; at index {i} expected "
-            f"{bool(expected[i])}, got {bool(got[i])}" + _whole(got, expected)
+            f"{int(wrong.sum())} of {wrong.numel()} entries are wrong; the first at index {i}, where you have "
+            f"{bool(got[i])}" + _yours(got)
         )
     if expected.is_floating_point() and not got.is_floating_point():
         return f"expected a floating-point tensor, got dtype {got.dtype}"
     g, e = got.detach().double().cpu(), expected.detach().double().cpu()
     if torch.isnan(g).any() and not torch.isnan(e).any():
         i = tuple(torch.isnan(g).nonzero()[0].tolist())
-        return f"the result contains NaN (first at index {i}, where {e[i].item():.4g} was expected)"
+        return f"the result contains NaN (first at index {i})"
     wrong = ~torch.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
     if not wrong.any():
         return None
     if e.dim() == 0:
-        return f"expected {e.item():.5g}, got {g.item():.5g}"
+        return f"got {g.item():.5g}, which is too {'high' if g > e else 'low'}"
     i = tuple(wrong.nonzero()[0].tolist())
     return (
-        f"{int(wrong.sum())} of {wrong.numel()} values differ; at index {i} expected {e[i].item():.5g}, "
-        f"got {g[i].item():.5g}" + _whole(g, e)
+        f"{int(wrong.sum())} of {wrong.numel()} values are wrong; the first at index {i}, where you have "
+        f"{g[i].item():.5g} (too {'high' if g[i] > e[i] else 'low'})" + _yours(g)
     )
 
 
-def _whole(got: torch.Tensor, expected: torch.Tensor) -> str:
-    """The two tensors in full, when they are small enough to read."""
-    if expected.numel() > 24:
+def _yours(got: torch.Tensor) -> str:
+    """The student's tensor in full, when it is small enough to read."""
+    if got.numel() > 24:
         return ""
-    round_ = (
-        (lambda t: t.tolist())
-        if expected.dtype == torch.bool
-        else (lambda t: t.double().round(decimals=4).tolist())
-    )
-    return f" (expected {round_(expected)}, got {round_(got)})"
+    values = got.tolist() if got.dtype == torch.bool else got.double().round(decimals=4).tolist()
+    return f" (you returned {values})"
 
 
 def _value_problem(got, expected) -> str | None:
+    """What is wrong with ``got`` (a dict, list or plain value), without giving the right answer away."""
     if got == expected:
         return None
     if isinstance(expected, dict):
@@ -580,11 +579,11 @@ def _value_problem(got, expected) -> str | None:
             return f"expected a dict, got {type(got).__name__} {_short(got)}"
         for key, value in expected.items():
             if key not in got:
-                return f"{key!r} is missing (it should have code {value})"
+                return f"{key!r} is missing"
             if got[key] != value:
-                return f"{key!r} has code {got[key]!r}, expected {value}"
+                return f"{key!r} has code {got[key]!r}, which is not its place in the vocabulary"
         extra = next((k for k in got if k not in expected), None)
-        return f"{extra!r} should not be in it" if extra is not None else f"expected {_short(expected)}"
+        return f"{extra!r} should not be in it" if extra is not None else "the codes are not right"
     if isinstance(expected, list):
         if isinstance(got, torch.Tensor):
             got = got.tolist()
@@ -597,13 +596,12 @@ def _value_problem(got, expected) -> str | None:
             (i for i, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e),
             min(len(got), len(expected)),
         )
-        at = (
-            f"position {i}: expected {expected[i]!r}, got {got[i]!r}"
-            if i < len(got) and i < len(expected)
-            else f"length {len(expected)} expected, got {len(got)}"
-        )
-        return f"expected {_short(expected)}, got {_short(got)}; first difference at {at}"
-    return f"expected {_short(expected)}, got {_short(got)}"
+        if i < len(got) and i < len(expected):
+            at = f"the first wrong item is at position {i}: {got[i]!r}"
+        else:
+            at = f"{len(got)} items are too {'many' if len(got) > len(expected) else 'few'}"
+        return f"you returned {_short(got)}; {at}"
+    return f"you returned {_short(got)}, which is not right"
 
 
 def _pair(got, what: str) -> tuple:
@@ -1890,5 +1888,6 @@ def series_log_probability(t: _Tests, answer: Callable) -> None:
                     None,
                 )
                 shown = f"{got:.4f}" if got == 0.0 or abs(got) >= 1e-3 else f"{got:.4g}"
-                _fail(f"expected {expected:.4f}, got {shown}" + (f". Hint: {hint}" if hint else ""))
+                too = "high" if got > expected else "low"
+                _fail(f"got {shown}, which is too {too}" + (f". Hint: {hint}" if hint else ""))
             return f"{expected:.3f}"

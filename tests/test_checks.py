@@ -784,6 +784,10 @@ def test_a_typical_mistake_loses_points_with_the_hint_that_names_it(grade_id, so
     assert all("Hint:" in message for message in named), result.feedback()
     reference = define(REFERENCE[grade_id], checks.EXERCISES[grade_id].function)
     assert hint not in run_check(grade_id, reference).feedback()
+    # The feedback says what came back and where it is wrong, never what the right output is.
+    assert not re.search(r"expected -?[\d\[']|expected tensor|was expected", result.feedback()), (
+        result.feedback()
+    )
 
 
 def test_points_are_proportional_to_the_tests_passed():
