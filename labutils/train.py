@@ -142,13 +142,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
         "dropout": 0.0, "tie_embeddings": False, "lr": 1.5e-3, "min_lr": 5e-5, "warmup_steps": 300,
-        "max_steps": 6_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
+        "max_steps": 9_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
     },
-    # The recipe of the shipped model: the cpu recipe, trained longer.
+    # The recipe of the shipped model: the cpu recipe, trained longer (labutils/weights/TRAINING.md).
     "full": {
         "d_model": 128, "n_heads": 4, "n_encoder_layers": 3, "n_decoder_layers": 3, "d_ff": 512,
         "dropout": 0.0, "tie_embeddings": False, "lr": 1.5e-3, "min_lr": 5e-5, "warmup_steps": 300,
-        "max_steps": 5_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
+        "max_steps": 15_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
     },
 }  # fmt: skip
 
