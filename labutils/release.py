@@ -357,7 +357,7 @@ On Colab: upload `{wheel}` and the notebook, then run `!pip install {wheel}` in 
 
 {listing}
 
-Work through them in order. Each exercise cell ends in `raise NotImplementedError()`: replace that line
-with your code, run the cell, then run the check cell below it for feedback. Everything after an exercise
-also runs while it is unsolved, using the package's own version.
+Work through them in order. Each exercise cell holds `# YOUR CODE HERE` and `raise NotImplementedError()`:
+replace those two lines with your code, run the cell, then run the check cell below it for feedback.
+Everything after an exercise also runs while it is unsolved, using the package's own version.
 """
