@@ -229,10 +229,11 @@ def test_ctrl_c_stops_after_the_step_and_saves(pairs_file, tmp_path):
         def close(self):
             pass
 
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a background job
     summary = train(tiny(pairs_file, max_steps=1000), tmp_path / "run", progress=InterruptingBar)
     assert (summary["steps"], summary["stopped"]) == (3, "interrupted")
     assert torch.load(summary["last"], weights_only=True)["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before, "the Ctrl-C handler is put back as it was"
 
 
 def test_refuses_a_non_empty_folder_and_a_resume_without_last_pt(pairs_file, tmp_path):
