@@ -248,7 +248,9 @@ def test_init_starts_from_given_weights_and_refuses_another_shape(run_60, pairs_
     out, _ = run_60
     start = load_weights(out / "best.pt")
     fresh = train(tiny(pairs_file, max_steps=1, val_every=1), tmp_path / "fresh", progress=False)
-    continued = train(tiny(pairs_file, max_steps=1, val_every=1, init=str(out)), tmp_path / "init", progress=False)
+    continued = train(
+        tiny(pairs_file, max_steps=1, val_every=1, init=str(out)), tmp_path / "init", progress=False
+    )
     first_fresh, first_continued = losses(fresh["log"])[0], losses(continued["log"])[0]
     assert float(first_continued[1]) < 0.8 * float(first_fresh[1])  # the first step already knows the task
     moved = load_weights(continued["last"].parent / "best.pt").state_dict()
