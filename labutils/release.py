@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import re
 import shutil
 import subprocess
 import sys
@@ -58,28 +57,34 @@ def _info(cell) -> dict:
 
 def _replace_regions(
     source: str, begin: str, end: str, where: str, replacement: str | None
-) -> tuple[str, int]:
-    """Replace each ``begin`` … ``end`` region (markers included) by ``replacement``, at its indentation."""
+) -> tuple[str, list[str]]:
+    """Replace each ``begin`` … ``end`` region (markers included) by ``replacement``, at its indentation.
+
+    Returns the new text and the regions' contents (the lines between their markers).
+    """
     out: list[str] = []
-    regions, inside = 0, None
+    regions: list[list[str]] = []
+    inside = None
     for number, line in enumerate(source.split("\n"), start=1):
         stripped = line.strip()
         if stripped == begin:
             if inside is not None:
                 raise ReleaseError(f"{where}: {begin!r} at line {number} inside another region")
             inside = line[: len(line) - len(line.lstrip())]
-            regions += 1
+            regions.append([])
             if replacement is not None:
-                out.extend(inside + line for line in replacement.split("\n"))
+                out.extend(inside + part for part in replacement.split("\n"))
         elif stripped == end:
             if inside is None:
                 raise ReleaseError(f"{where}: {end!r} at line {number} without {begin!r}")
             inside = None
         elif inside is None:
             out.append(line)
+        else:
+            regions[-1].append(line)
     if inside is not None:
         raise ReleaseError(f"{where}: {begin!r} is never closed by {end!r}")
-    return "\n".join(out), regions
+    return "\n".join(out), ["\n".join(region) for region in regions]
 
 
 def _function_name(source: str, where: str) -> str:
@@ -130,7 +135,7 @@ def validate(nb, name: str) -> list[dict]:
             function = _function_name(text, where)
             if grade_id != f"{name}.{function}":
                 raise ReleaseError(f"{where}: grade_id {grade_id!r} does not name the function {function!r}")
-            if _replace_regions(text, BEGIN_SOLUTION, END_SOLUTION, where, "")[1] != 1:
+            if len(_replace_regions(text, BEGIN_SOLUTION, END_SOLUTION, where, "")[1]) != 1:
                 raise ReleaseError(
                     f"{where}: an answer cell holds one {BEGIN_SOLUTION} … {END_SOLUTION} region"
                 )
@@ -244,12 +249,11 @@ def secrets(source: str | Path) -> dict[str, str]:
     found = {}
     for path in sorted(Path(source).glob("*.ipynb")):
         for index, cell in enumerate(_read(path).cells):
+            where = f"{path.name}, cell {index}"
             for begin, end in ((BEGIN_SOLUTION, END_SOLUTION), (BEGIN_HIDDEN, END_HIDDEN)):
-                for number, region in enumerate(
-                    re.findall(rf"{begin}\n(.*?)\n[ \t]*{end}", cell.source, re.S)
-                ):
+                for number, region in enumerate(_replace_regions(cell.source, begin, end, where, None)[1]):
                     if region.strip():
-                        found[f"{path.name}, cell {index}, region {number + 1}"] = _squeeze(region)
+                        found[f"{where}, region {number + 1}"] = _squeeze(region)
     return found
 
 

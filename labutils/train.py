@@ -373,15 +373,20 @@ class _StopRequest:
 # ---------------------------------------------------------------------------------------------- the loop
 
 
+def _differences(wanted: dict[str, Any], saved: dict[str, Any]) -> str:
+    """The keys of ``wanted`` whose value ``saved`` does not share, comma-separated ("" if none)."""
+    return ", ".join(sorted(k for k in wanted if wanted[k] != saved.get(k)))
+
+
 def _load_initial_weights(model: Seq2SeqTransformer, config: TrainConfig) -> None:
     """Copy the weights ``config.init`` names into ``model``; RunError if they are unreadable or of another shape."""
     try:
         start = load_weights(config.init)
     except WeightsError as error:
         raise RunError(f"init: {error}") from None
-    saved, wanted = asdict(start.config), asdict(config.model_config())
-    if saved != wanted:
-        changed = ", ".join(sorted(k for k in wanted if wanted[k] != saved.get(k)))
+    wanted, saved = asdict(config.model_config()), asdict(start.config)
+    if wanted != saved:
+        changed = _differences(wanted, saved)
         raise RunError(f"init: {config.init} holds a different model ({changed} differ from the config)")
     model.load_state_dict(start.state_dict())
 
@@ -409,7 +414,7 @@ def train(
         saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
         config = config or saved
         if config.model != saved.model:
-            changed = ", ".join(sorted(k for k in config.model if config.model[k] != saved.model.get(k)))
+            changed = _differences(config.model, saved.model)
             raise RunError(f"cannot resume {out} with a different model ({changed} changed)")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} is not empty: resume its run (--resume) or choose another folder")
