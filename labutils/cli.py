@@ -128,6 +128,11 @@ def add_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", type=positive_int, default=5000, help="pairs in the test split")
     parser.add_argument("--validation", type=positive_int, default=2000, help="pairs in the validation split")
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument(
+        "--previous",
+        metavar="DIR",
+        help="a data set to grow (its four .tsv.gz files): its pairs stay in their splits, the new ones are split",
+    )
 
 
 def run_split(args: argparse.Namespace) -> int:
@@ -142,8 +147,21 @@ def run_split(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.pairs}: no such file") from None
     except ValueError as error:
         raise UsageError(str(error)) from None
+    previous = None
+    if args.previous:
+        previous = {}
+        for name in data.SPLITS:
+            path = Path(args.previous) / f"{name}.tsv.gz"
+            try:
+                previous[name] = data.read_pairs(path)
+            except FileNotFoundError:
+                raise UsageError(f"--previous: {path}: no such file") from None
+            except ValueError as error:
+                raise UsageError(f"--previous: {error}") from None
     try:
-        splits = data.split_pairs(pairs, args.seed, args.test, args.validation, workers=args.workers)
+        splits = data.split_pairs(
+            pairs, args.seed, args.test, args.validation, workers=args.workers, previous=previous
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     for name, split in splits.items():
@@ -160,6 +178,12 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--init", metavar="PATH", help="start from these weights (a .pt file or run folder)")
     parser.add_argument("--minutes", type=positive_float, help="stop (and save) after this many minutes")
+    parser.add_argument(
+        "--decay",
+        type=positive_int,
+        metavar="STEPS",
+        help="with --resume of a warmup-stable-decay run: end it with STEPS steps of decay from where it stands",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads")
 
@@ -211,7 +235,13 @@ def run_train(args: argparse.Namespace) -> int:
             config = training.make_config(json.loads(saved.read_text()), overrides)
         else:
             raise UsageError("--preset is required (tiny, cpu or full) unless --resume")
+        if args.decay:
+            if not args.resume:
+                raise UsageError("--decay ends a run that exists: give it with --resume")
+            config = training.decay_from(config, training.saved_step(args.out), args.decay)
     except ValueError as error:  # a bad preset, config key or value, device
+        raise UsageError(str(error)) from None
+    except training.RunError as error:
         raise UsageError(str(error)) from None
     try:
         summary = training.train(
@@ -226,6 +256,25 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"best.pt: {summary['best']} (val_exact {exact:.4f} at step {step})")
     if not summary["finished"]:
         print(f"stopped at step {summary['steps']} ({summary['stopped']}); continue it with --resume")
+    return 0
+
+
+def add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run's last.pt (or best.pt, or any weights file)")
+    parser.add_argument("out", help="the weights file to write")
+    parser.add_argument("--half", action="store_true", help="in half precision (half the size)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from labutils import train as training
+
+    if not Path(args.checkpoint).is_file():
+        raise UsageError(f"{args.checkpoint}: no such file")
+    try:
+        path = training.export_weights(args.checkpoint, args.out, half=args.half)
+    except training.RunError as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
     return 0
 
 
@@ -578,6 +627,7 @@ def run_grade(args: argparse.Namespace) -> int:
 #: name -> (one-line help, function adding the options, function running the command and returning its status)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a transformer, write a run folder (resumable)", add_train, run_train),
+    "export": ("write a run's weights as a weights file (--half: half precision)", add_export, run_export),
     "generate": ("make (expression, series) pairs of the course family", add_generate, run_generate),
     "split": ("split generated pairs into the train/validation/test/structures files", add_split, run_split),
     "translate": ("print the model's series of expressions", add_translate, run_translate),

@@ -1,7 +1,9 @@
 """The course task's data: expressions of the family and their Taylor series, and the shipped data set.
 
-An expression is one *term* ``f(k*x)`` or ``f(k*x)**p``, or two terms joined by ``+ - * /``; it is built
-with sympy and simplified with ``sympy.simplify``, and its source string is sympy's printing without spaces.
+An expression is one *term* ``f(k*x)`` or ``f(k*x)**p``, or two terms joined by ``+ - * /``, where k is a
+symbol (``a b c d f g h m``), a symbol times 2 or 3, or a whole number 1 to 5 (``sin(x)``, ``exp(2*x)``); it is
+built with sympy and simplified with ``sympy.simplify``, and its source string is sympy's printing without
+spaces.
 Its target is the series about x = 0 up to ``O(x**6)`` (Laurent where a quotient needs it), printed
 canonically by :func:`labutils.series.format_series`.
 """
@@ -34,7 +36,10 @@ SYMBOLS = "abcdfghm"  # ``n`` is in the source vocabulary but not in the target 
 OPERATORS = "+-*/"
 P_SINGLE_TERM = 0.1  # share of expressions with a single term
 P_POWER = 0.25  # share of function occurrences raised to a power (2 or 3)
-P_MULTIPLIER = 0.05  # share of arguments k*x multiplied by 2 or 3
+P_MULTIPLIER = 0.05  # share of symbolic arguments k*x multiplied by 2 or 3
+P_NUMBER = 0.4  # share of arguments n*x with a whole number n instead of a symbol
+NUMBERS = (1, 2, 3, 4, 5)
+P_SAME_SYMBOL = 0.35  # share of two symbolic terms made to share their symbol (besides chance)
 SPLITS = ("train", "validation", "test", "structures")
 
 _PLACEHOLDERS = (sp.Symbol("a"), sp.Symbol("b"))
@@ -42,12 +47,12 @@ _PLACEHOLDERS = (sp.Symbol("a"), sp.Symbol("b"))
 
 @dataclass(frozen=True)
 class Term:
-    """``function(multiplier*k*x)**power`` where k is the term's symbol slot (0 or 1)."""
+    """``function(multiplier*k*x)**power`` where k is the term's symbol slot (0 or 1), or 1 if ``slot`` is None."""
 
     function: str
     multiplier: int = 1
     power: int = 1
-    slot: int = 0
+    slot: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -70,22 +75,30 @@ def draw(rng: random.Random) -> Draw:
     symbols: list[str] = []
     terms = []
     for _ in range(n_terms):
-        symbol = rng.choice(SYMBOLS)
+        function = rng.choice(FUNCTION_NAMES)
+        power = rng.choice((2, 3)) if rng.random() < P_POWER else 1
+        if rng.random() < P_NUMBER:
+            terms.append(Term(function, rng.choice(NUMBERS), power, slot=None))
+            continue
+        symbol = symbols[0] if symbols and rng.random() < P_SAME_SYMBOL else rng.choice(SYMBOLS)
         if symbol not in symbols:
             symbols.append(symbol)
         multiplier = rng.choice((2, 3)) if rng.random() < P_MULTIPLIER else 1
-        power = rng.choice((2, 3)) if rng.random() < P_POWER else 1
-        terms.append(Term(rng.choice(FUNCTION_NAMES), multiplier, power, symbols.index(symbol)))
+        terms.append(Term(function, multiplier, power, symbols.index(symbol)))
     operator = rng.choice(OPERATORS) if n_terms == 2 else None
     return Draw(tuple(terms), operator, tuple(symbols))
 
 
 def _build(terms: Sequence[Term], operator: str | None) -> sp.Expr:
-    parts = [getattr(sp, t.function)(t.multiplier * _PLACEHOLDERS[t.slot] * x) ** t.power for t in terms]
+    parts = [getattr(sp, t.function)(t.multiplier * _slot(t.slot) * x) ** t.power for t in terms]
     if operator is None:
         return parts[0]
     left, right = parts
     return {"+": left + right, "-": left - right, "*": left * right, "/": left / right}[operator]
+
+
+def _slot(slot: int | None) -> sp.Expr:
+    return sp.Integer(1) if slot is None else _PLACEHOLDERS[slot]
 
 
 @functools.cache
@@ -388,15 +401,24 @@ def split_pairs(
     n_validation: int = 2000,
     structure_share: float = 0.03,
     workers: int = 1,
+    previous: dict[str, Sequence[tuple[str, str]]] | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Split unique pairs into the four splits.
 
     About ``structure_share`` of the structures (chosen by a hash of the structure, so the choice does not
     depend on the order of the pairs) form the ``structures`` split; of the rest, ``n_test`` and
     ``n_validation`` random pairs form the test and validation splits, and the remainder is for training.
+
+    ``previous`` (a data set's splits, as :func:`load_pairs` gives them) grows an existing data set: each of
+    its pairs stays in its split, and only the new sources are split as above, so weights trained on the
+    previous ``train`` never meet a source of it in ``validation``, ``test`` or ``structures``. With the
+    previous data set's seed, the structures it held out are held out again.
     """
     from labutils.pool import TimedPool
 
+    previous = {name: list(previous.get(name, ())) for name in SPLITS} if previous else {}
+    kept = {source: name for name, split in previous.items() for source, _ in split}
+    pairs = [pair for pair in pairs if pair[0] not in kept]
     with TimedPool(workers, timeout=60) as pool:
         outcomes = list(pool.map_ordered(structure, ((source,) for source, _ in pairs)))
     structures_split, rest = [], []
@@ -412,12 +434,21 @@ def split_pairs(
         raise ValueError(
             f"{len(rest)} pairs are too few for {n_test} test and {n_validation} validation pairs"
         )
-    return {
+    splits = {
         "test": rest[:n_test],
         "validation": rest[n_test : n_test + n_validation],
         "train": rest[n_test + n_validation :],
-        "structures": sorted(structures_split),
+        "structures": structures_split,
     }
+    if not previous:
+        return {**splits, "structures": sorted(structures_split)}
+    # Old and new pairs mixed in a fixed random order, so that the first pairs of a split stand for all.
+    merged = {}
+    for name, new in splits.items():
+        merged[name] = sorted([*previous[name], *new])
+        if name != "structures":
+            random.Random(f"{seed}:{name}").shuffle(merged[name])
+    return merged
 
 
 __all__ = [

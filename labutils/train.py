@@ -1,14 +1,19 @@
 """Training: one readable loop, its presets, its checkpoints, and data parallelism.
 
 The lecture's step 5. Batches of similar lengths go through the model with teacher forcing (the model reads
-``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``); AdamW follows a linear warmup then a cosine decay; every
-``val_every`` steps the loop measures the validation loss and the exact-match accuracy and writes a row of
-``log.csv``. A run folder holds everything needed to look at a run or to continue it::
+``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``); AdamW follows a linear warmup then a cosine decay, or, with
+``schedule="wsd"``, warmup, a constant rate for as long as the run goes on, and a short decay only to make a
+snapshot (warmup-stable-decay); every ``val_every`` steps the loop measures the validation loss and the
+exact-match accuracy and writes a row of ``log.csv``. A run folder holds everything needed to look at a run or
+to continue it::
 
     config.json   the TrainConfig, model fields included
-    log.csv       step,epoch,sequences,lr,train_loss,val_loss,val_exact,elapsed_s (a row per validation)
+    log.csv       stage,step,epoch,sequences,lr,train_loss,val_loss,val_exact,elapsed_s (a row per validation)
     last.pt       model, optimizer, step, sampler position, RNG states, log: what ``resume`` needs
     best.pt       the weights with the best val_exact so far, in the format of the shipped weights
+
+A run started from trained weights (``init``) continues their training curve: its log begins with the rows
+that made those weights, and its steps, sequences and seconds count on from there.
 
 Run it with ``python -m labutils train --preset cpu --out runs/cpu`` or, on several GPUs,
 ``torchrun --nproc_per_node=N -m labutils train …``.
@@ -35,7 +40,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from labutils.model import ModelConfig, Seq2SeqTransformer, WeightsError, load_weights, save_weights
+from labutils.model import (
+    ModelConfig,
+    Seq2SeqTransformer,
+    WeightsError,
+    load_weights,
+    save_weights,
+    weights_file,
+)
 from labutils.runtime import device as choose_device
 from labutils.runtime import seed_everything, set_threads
 from labutils.tokens import (
@@ -48,7 +60,8 @@ from labutils.tokens import (
     collate,
 )
 
-LOG_COLUMNS = ("step", "epoch", "sequences", "lr", "train_loss", "val_loss", "val_exact", "elapsed_s")
+LOG_COLUMNS = ("stage", "step", "epoch", "sequences", "lr", "train_loss", "val_loss", "val_exact", "elapsed_s")
+SCHEDULES = ("cosine", "wsd")
 
 
 class RunError(Exception):
@@ -64,9 +77,12 @@ class TrainConfig:
 
     model: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
-    min_lr: float = 1e-5  # the floor of the cosine decay
+    min_lr: float = 1e-5  # the floor of the decay
     warmup_steps: int = 500
     max_steps: int = 20_000
+    schedule: str = "cosine"  # "cosine": decay over the whole run; "wsd": warmup, stable, decay
+    decay_steps: int = 0  # wsd: the last decay_steps steps before max_steps decay linearly to min_lr
+    stage: str = ""  # a name for this run's rows of log.csv, e.g. "3" or "3 decay"
     batch_size: int = 256  # at most this many sequences per batch …
     max_tokens: int | None = 8000  # … and at most this many (source + target) tokens, padding included
     weight_decay: float = 0.01  # on weight matrices only
@@ -93,6 +109,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive whole number, got {getattr(self, name)!r}")
         if not self.lr > 0 or self.min_lr < 0 or self.warmup_steps < 0:
             raise ValueError("lr must be positive, min_lr and warmup_steps not negative")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if not isinstance(self.decay_steps, int) or not 0 <= self.decay_steps <= self.max_steps:
+            raise ValueError(f"decay_steps must be a whole number from 0 to max_steps, got {self.decay_steps!r}")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -175,11 +195,32 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then a cosine decay to ``min_lr`` at ``max_steps``."""
+    """Linear warmup to ``lr`` over ``warmup_steps``, then a decay to ``min_lr`` at ``max_steps``.
+
+    ``cosine`` decays over the whole run. ``wsd`` holds ``lr`` until the last ``decay_steps`` steps and then
+    decays linearly: the stable phase can go on for as long as there is time (resume with a larger
+    ``max_steps``), and a snapshot is made by a short decay from any point of it (:func:`decay_from`).
+    """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "wsd":
+        decay_start = config.max_steps - config.decay_steps
+        if step < decay_start:
+            return config.lr
+        progress = min(1.0, (step - decay_start + 1) / max(1, config.decay_steps))
+        return config.lr + progress * (config.min_lr - config.lr)
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
     return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
+
+
+def decay_from(config: TrainConfig, step: int, decay_steps: int) -> TrainConfig:
+    """The config that ends a warmup-stable-decay run: ``decay_steps`` of decay starting at ``step``."""
+    if config.schedule != "wsd":
+        raise ValueError(f"only a warmup-stable-decay run (schedule 'wsd') can be decayed; this one is {config.schedule!r}")
+    stage = f"{config.stage} decay".strip()
+    return TrainConfig.from_dict(
+        {**config.to_dict(), "max_steps": step + decay_steps, "decay_steps": decay_steps, "stage": stage}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -378,8 +419,11 @@ def _differences(wanted: dict[str, Any], saved: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in wanted if wanted[k] != saved.get(k)))
 
 
-def _load_initial_weights(model: Seq2SeqTransformer, config: TrainConfig) -> None:
-    """Copy the weights ``config.init`` names into ``model``; RunError if they are unreadable or of another shape."""
+def _load_initial_weights(model: Seq2SeqTransformer, config: TrainConfig) -> list[dict[str, Any]]:
+    """Copy the weights ``config.init`` names into ``model`` and return the training curve that made them.
+
+    RunError if they are unreadable or of another shape.
+    """
     try:
         start = load_weights(config.init)
     except WeightsError as error:
@@ -389,6 +433,61 @@ def _load_initial_weights(model: Seq2SeqTransformer, config: TrainConfig) -> Non
         changed = _differences(wanted, saved)
         raise RunError(f"init: {config.init} holds a different model ({changed} differ from the config)")
     model.load_state_dict(start.state_dict())
+    return curve_of(config.init)
+
+
+def curve_of(weights: str | Path) -> list[dict[str, Any]]:
+    """The rows of log.csv that led to a weights file: those stored in it, else the ``log.csv`` beside it."""
+    path = weights_file(weights)
+    curve = torch.load(path, map_location="cpu", weights_only=True).get("curve")
+    if curve is not None:
+        return [{k: str(v) for k, v in row.items()} for row in curve]  # as log.csv reads
+    beside = path.parent / "log.csv"
+    if not beside.is_file():
+        return []
+    with open(beside, newline="") as file:
+        return [{k: v for k, v in row.items() if k in LOG_COLUMNS} for row in csv.DictReader(file)]
+
+
+def _curve_end(curve: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Where a curve ends: its step, epoch, sequences and seconds, from which a run continuing it counts on."""
+    last = curve[-1] if curve else {}
+    return {key: float(last.get(key) or 0) for key in ("step", "epoch", "sequences", "elapsed_s")}
+
+
+def saved_step(out: str | Path) -> int:
+    """The step a run folder's ``last.pt`` stands at; RunError if there is none."""
+    last = Path(out) / "last.pt"
+    if not last.is_file():
+        raise RunError(f"nothing to resume: {last} does not exist")
+    return int(torch.load(last, map_location="cpu", weights_only=True)["step"])
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, half: bool = False) -> Path:
+    """Write a run's ``last.pt`` (or any weights file) as a weights file, optionally in half precision.
+
+    Half precision halves the file; a run started from it (``init``) trains in full precision again. The
+    file keeps the training curve, so a run continuing from it continues the curve.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RunError(f"{checkpoint}: not a readable checkpoint ({str(error).strip()[:120]})") from None
+    if "optimizer" in state:  # a run's last.pt
+        config = TrainConfig.from_dict(state["config"])
+        model = Seq2SeqTransformer(config.model_config())
+        model.load_state_dict(state["model"])
+        curve, step = state["log"], state["step"]
+    else:
+        try:
+            model = load_weights(checkpoint)
+        except WeightsError as error:
+            raise RunError(str(error)) from None
+        curve, step = curve_of(checkpoint), state.get("step")
+    if half:
+        model = model.half()
+    return save_weights(model, out, step=step, curve=[dict(row) for row in curve])
 
 
 def train(
@@ -466,10 +565,11 @@ def train(
         betas=(0.9, 0.98),
         fused=device.type == "cuda",
     )
-    if config.init is not None and not resume:
-        _load_initial_weights(model, config)
-    torch.manual_seed(config.seed + rank)  # each process its own dropout masks
     step, epoch, position, sequences, elapsed, rows = 0, 0, 0, 0, 0.0, []
+    if config.init is not None and not resume:
+        rows = _load_initial_weights(model, config)
+    start_of_run = _curve_end(rows)  # this run's rows count on from the curve of its initial weights
+    torch.manual_seed(config.seed + rank)  # each process its own dropout masks
     best, best_step = (-1.0, -math.inf), 0  # (val_exact, -val_loss) of best.pt: higher is better
     if resume:
         state = torch.load(last_path, map_location=device, weights_only=True)
@@ -478,6 +578,7 @@ def train(
         step, epoch, position = state["step"], state["epoch"], state["position"]
         sequences, elapsed, rows = state["sequences"], state["elapsed_s"], state["log"]
         best, best_step = tuple(state["best"]), state["best_step"]
+        start_of_run = state.get("start_of_run", start_of_run)
         if is_main:
             _set_rng_states(state["rng"])
         else:  # only the first process's RNG states are saved
@@ -567,20 +668,24 @@ def train(
             if is_main:
                 val_loss, val_exact = evaluate(raw_model, val_batches, device)
                 row = {
-                    "step": step,
-                    "epoch": round(epoch + position / len(batches), 4),
-                    "sequences": sequences,
+                    "stage": config.stage,
+                    "step": int(start_of_run["step"]) + step,
+                    "epoch": round(start_of_run["epoch"] + epoch + position / len(batches), 4),
+                    "sequences": int(start_of_run["sequences"]) + sequences,
                     "lr": f"{lr:.6g}",
                     "train_loss": f"{train_loss:.6f}",
                     "val_loss": f"{val_loss:.6f}",
                     "val_exact": f"{val_exact:.6f}",
-                    "elapsed_s": round(elapsed + time.monotonic() - started, 1),
+                    "elapsed_s": round(start_of_run["elapsed_s"] + elapsed + time.monotonic() - started, 1),
                 }
                 rows.append(row)
                 _append_log(log_path, row)
                 if (val_exact, -val_loss) > best:
                     best, best_step = (val_exact, -val_loss), step
-                    save_weights(raw_model, best_path, step=step, val_exact=val_exact, val_loss=val_loss)
+                    save_weights(
+                        raw_model, best_path, step=step, val_exact=val_exact, val_loss=val_loss,
+                        curve=[dict(r) for r in rows],
+                    )  # fmt: skip
                 checkpoint = {
                     "model": raw_model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -592,6 +697,7 @@ def train(
                     "log": rows,
                     "best": best,
                     "best_step": best_step,
+                    "start_of_run": start_of_run,
                     "rng": _rng_states(),
                     "config": config.to_dict(),
                 }

@@ -144,3 +144,36 @@ def test_split_pairs_is_deterministic_and_disjoint():
     assert sum(len(s) for s in splits.values()) == len(pairs)
     held = {data.structure(s) for s, _ in splits["structures"]}
     assert not held & {data.structure(s) for s, _ in splits["train"] + splits["validation"]}
+
+
+def test_growing_a_data_set_keeps_every_old_pair_in_its_split():
+    old_pairs = [(f"sin({s}*x)+cos({t}*x)", "t") for s in "abcdfghm" for t in "abcdfghm" if s != t]
+    previous = data.split_pairs(old_pairs, seed=3, n_test=10, n_validation=5, structure_share=0.3)
+    new_pairs = [(f"exp({k}*x)*tan({s}*x)", "t") for k in range(1, 6) for s in "abcdfghm"]
+    grown = data.split_pairs(old_pairs[:7] + new_pairs, seed=3, n_test=6, n_validation=4,
+                             structure_share=0.3, previous=previous)  # fmt: skip
+    split_of = {source: name for name, pairs in grown.items() for source, _ in pairs}
+    assert len(split_of) == len(old_pairs) + len(new_pairs)  # no pair lost, none twice
+    for name, pairs in previous.items():
+        assert all(split_of[source] == name for source, _ in pairs), name
+    new_sources = {source for source, _ in new_pairs}
+    assert sum(split_of[s] == "test" for s in new_sources) == 6
+    assert sum(split_of[s] == "validation" for s in new_sources) == 4
+    held = {data.structure(s) for s, _ in grown["structures"]}
+    assert not held & {data.structure(s) for s, _ in grown["train"]}
+    assert grown == data.split_pairs(list(reversed(new_pairs)), seed=3, n_test=6, n_validation=4,
+                                     structure_share=0.3, previous=previous)  # fmt: skip
+
+
+def test_the_family_has_whole_number_arguments_and_shared_symbols():
+    draws = [data.candidate(11, i) for i in range(4000)]
+    numbers = [t for d in draws for t in d.terms if t.slot is None]
+    assert {t.multiplier for t in numbers} == set(data.NUMBERS)
+    assert 0.3 < len(numbers) / sum(len(d.terms) for d in draws) < 0.5
+    pairs = [d for d in draws if len(d.terms) == 2]
+    shared = [d for d in pairs if d.terms[0].slot == d.terms[1].slot == 0]
+    assert len(shared) / len(draws) > 0.11  # both terms on one symbol: the hardest coefficients to combine
+    sin_x = data.Draw((data.Term("sin", 1, 1, slot=None),), None, ())
+    assert data.pair_of(sin_x) == ("sin(x)", "x-x**3/6+x**5/120+O(x**6)")  # k = 1 printed as plain x
+    mixed = data.Draw((data.Term("exp", 2, 1, slot=None), data.Term("cos", 3, 2, slot=0)), "*", ("h",))
+    assert data.pair_of(mixed)[0] == "exp(2*x)*cos(3*h*x)**2"

@@ -20,7 +20,10 @@ from labutils.train import (
     PRESETS,
     RunError,
     TrainConfig,
+    curve_of,
+    decay_from,
     evaluate,
+    export_weights,
     learning_rate,
     load_data,
     make_config,
@@ -116,6 +119,27 @@ def test_learning_rate_warms_up_linearly_then_decays_to_the_floor():
     assert learning_rate(110, config) == pytest.approx(1e-5)
     rates = [learning_rate(step, config) for step in range(10, 111)]
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_warmup_stable_decay_holds_the_rate_until_its_decay():
+    config = TrainConfig(lr=1e-3, min_lr=1e-5, warmup_steps=10, max_steps=1000, schedule="wsd")
+    assert learning_rate(0, config) == pytest.approx(1e-4)
+    assert {learning_rate(step, config) for step in range(9, 1000)} == {1e-3}  # no decay_steps: stable
+    ending = decay_from(config, step=400, decay_steps=100)
+    assert (ending.max_steps, ending.decay_steps, ending.stage) == (500, 100, "decay")
+    assert [learning_rate(step, ending) for step in (300, 399)] == [1e-3, 1e-3]  # the past is unchanged
+    rates = [learning_rate(step, ending) for step in range(400, 500)]
+    assert rates[0] < 1e-3 and rates[-1] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert learning_rate(450, ending) == pytest.approx(1e-3 + 0.51 * (1e-5 - 1e-3))
+
+
+@pytest.mark.parametrize("overrides", [{"schedule": "linear"}, {"decay_steps": -1}, {"decay_steps": 20}])
+def test_bad_schedules_are_refused(overrides):
+    with pytest.raises(ValueError):
+        TrainConfig(max_steps=10, **overrides)
+    with pytest.raises(ValueError, match="warmup-stable-decay"):
+        decay_from(TrainConfig(), 10, 5)
 
 
 def test_a_pairs_file_gives_a_fixed_held_out_validation_subset(pairs_file):
@@ -320,3 +344,71 @@ def test_data_parallel_on_two_cpu_processes(pairs_file, tmp_path):
     assert int(rows[0]["sequences"]) > 5 * 4  # both processes' sequences are counted
     assert load_weights(out / "best.pt").config.d_model == PRESETS["tiny"]["d_model"]
     assert result.stdout.count("best.pt:") == 1  # only rank 0 speaks
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def test_a_run_from_trained_weights_continues_their_curve(pairs_file, run_60, tmp_path):
+    first, _ = run_60
+    out = tmp_path / "second"
+    train(tiny(pairs_file, init=str(first), max_steps=10, stage="2"), out, progress=False)
+    _, before = read_log(first / "log.csv")
+    _, rows = read_log(out / "log.csv")
+    assert rows[: len(before)] == before  # the curve that made the weights, then this run's rows
+    added = rows[len(before) :]
+    assert [row["stage"] for row in added] == ["2", "2"]
+    assert [int(row["step"]) for row in added] == [65, 70]
+    for key in ("sequences", "elapsed_s", "epoch"):
+        values = [float(row[key]) for row in rows]
+        assert values == sorted(values) and values[-1] > values[len(before) - 1], key
+    assert curve_of(out) == rows  # best.pt carries its curve
+
+
+def test_a_stable_run_is_ended_by_a_decay_from_where_it_stands(pairs_file, tmp_path):
+    import shutil
+
+    stable = tmp_path / "stable"
+    wsd = {"schedule": "wsd", "max_steps": 1000, "stage": "3"}
+    assert cli.main(["train", "--preset", "tiny", "--data", str(pairs_file), "--out", str(stable),
+                     "--config", json_of({"val_every": 5, "batch_size": 8, "warmup_steps": 2, **wsd}),
+                     "--minutes", "0.0001", "--threads", "1"]) == 0  # fmt: skip
+    _, rows = read_log(stable / "log.csv")
+    stood = int(rows[-1]["step"])
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(stable, snapshot)
+    assert cli.main(["train", "--resume", "--out", str(snapshot), "--decay", "10", "--threads", "1"]) == 0
+    _, rows = read_log(snapshot / "log.csv")
+    decayed = [row for row in rows if row["stage"] == "3 decay"]
+    assert [int(row["step"]) for row in decayed] == [stood + 5, stood + 10] or stood % 5
+    assert float(decayed[-1]["lr"]) == pytest.approx(1e-5 * 30, rel=1e-3)  # tiny's min_lr: 3e-4
+    assert read_log(stable / "log.csv")[1][-1]["step"] == str(stood)  # the stable run is untouched
+
+
+def test_decay_needs_a_wsd_run_to_resume(pairs_file, run_60, capsys):
+    out, _ = run_60
+    assert cli.main(["train", "--preset", "tiny", "--out", str(out), "--decay", "10"]) == 2
+    assert cli.main(["train", "--resume", "--out", str(out), "--decay", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--decay ends a run that exists" in err and "warmup-stable-decay" in err
+
+
+def test_export_writes_half_precision_weights_that_a_run_can_start_from(pairs_file, run_60, tmp_path):
+    out, _ = run_60
+    assert cli.main(["export", str(out / "last.pt"), str(tmp_path / "w.pt"), "--half"]) == 0
+    half = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert {t.dtype for t in half["state_dict"].values() if t.is_floating_point()} == {torch.float16}
+    full = torch.load(out / "last.pt", weights_only=True)["model"]
+    for name, tensor in full.items():
+        assert torch.allclose(half["state_dict"][name].float(), tensor, rtol=1e-3, atol=1e-4), name
+    model = load_weights(tmp_path / "w.pt")
+    assert next(model.parameters()).dtype == torch.float32  # a model again in full precision
+    assert curve_of(tmp_path / "w.pt") == read_log(out / "log.csv")[1]
+    assert export_weights(out / "best.pt", tmp_path / "b.pt").is_file()
+    assert cli.main(["export", str(tmp_path / "nothing.pt"), str(tmp_path / "x.pt")]) == 2
+
+
+def json_of(value) -> str:
+    import json
+
+    return json.dumps(value)
