@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import os
 import random
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -187,9 +188,13 @@ SYMPY_GLOBALS = {"Integer": sp.Integer, "Rational": sp.Rational, "Symbol": sp.Sy
 def parse_expression(text: str) -> sp.Expr:
     """Read an expression written with the lab's tokens; implicit multiplication is allowed (``tan(hx)``).
 
-    Raises :class:`TokenizationError` (unknown character, unbalanced parentheses, tokens outside the
-    source vocabulary) or ``ValueError`` (text that is not an expression) with a one-line message.
+    A run of letters is one function name, or symbols and ``x`` one by one (``hx`` is ``h*x``); anything
+    else (``atan``, ``sina``, ``log``, ``sqrt``) is refused rather than read another way, and so is a function
+    name without its parenthesis (``sin a x``). Raises :class:`TokenizationError` (unknown character or name,
+    unbalanced parentheses, tokens outside the source vocabulary) or ``ValueError`` (text that is not an
+    expression) with a one-line message.
     """
+    _check_names(text)
     tokens = tokenize(text)
     SOURCE_VOCAB.encode(tokens)
     explicit = []
@@ -208,6 +213,28 @@ def parse_expression(text: str) -> sp.Expr:
     return expr
 
 
+_LETTERS = re.compile(r"[A-Za-z_]+")
+_FUNCTION_LIST = ", ".join(FUNCTION_NAMES)
+
+
+def _check_names(text: str) -> None:
+    """Refuse a run of letters that is neither a function name nor symbols, and a function without ``(``."""
+    for run in _LETTERS.finditer(text if isinstance(text, str) else ""):
+        name, position = run.group(), run.start()
+        if name in FUNCTION_NAMES:
+            rest = text[run.end() :].lstrip()
+            if not rest.startswith("("):
+                raise TokenizationError(
+                    f"function {name!r} at position {position} in {text!r} needs its argument in "
+                    f"parentheses, as in {name}(a*x)"
+                )
+        elif not set(name) <= set(SYMPY_NAMES):
+            raise TokenizationError(
+                f"{name!r} at position {position} in {text!r} is not a function or symbol of the lab; "
+                f"the functions are {_FUNCTION_LIST}"
+            )
+
+
 def _ends_operand(token: str) -> bool:
     return token == ")" or token.isalnum() and token not in FUNCTION_NAMES
 
@@ -218,16 +245,90 @@ def _starts_operand(token: str, previous: str) -> bool:
     return token == "(" or token.isalnum()
 
 
-def in_family(expr: sp.Expr) -> bool:
-    """Whether an expression looks like the training family: at most two function terms of known
-    functions, each of an argument proportional to x, and at most two symbols besides x."""
-    functions = [f for f in expr.atoms(sp.Function)]
-    if not functions or len(functions) > 2 or len(expr.free_symbols - {x}) > 2:
-        return False
-    for f in functions:
-        if f.func.__name__ not in FUNCTION_NAMES or (f.args[0] / x).has(x):
+def outside_family(expr: sp.Expr) -> str | None:
+    """Why an expression is outside the family the model was trained on, or None if it is inside.
+
+    Inside: what the generator draws, as a student types it (one term ``f(k*x)**p``, two joined by
+    ``+ - * /``, k a symbol, 2 or 3 times a symbol, or a whole number 1 to 5, at most two symbols), or a
+    source of the shipped data set (``sympy.simplify`` rewrites some draws: ``cosh(d*x)**2-1-sinh(b*x)``).
+    The command line, the explorer and the figures all ask this one function.
+    """
+    if expression_text(expr) in _shipped_sources():
+        return None
+    reasons = []
+    symbols = sorted(str(s) for s in expr.free_symbols - {x})
+    if "n" in symbols:
+        reasons.append("it uses the symbol n, which no series of the lab is written with")
+    if len(symbols) > 2:
+        reasons.append(f"it has {len(symbols)} symbols ({', '.join(symbols)}); the family has at most two")
+    terms = sp.Add.make_args(expr)
+    if len(terms) > 2:
+        reasons.append(f"it has {len(terms)} terms; the family joins at most two")
+    factors = [factor for term in terms for factor in sp.Mul.make_args(term)]
+    n_functions = sum(1 for factor in factors if factor.has(x))
+    if n_functions > 2:
+        reasons.append(f"it has {n_functions} function factors; the family has at most two")
+    for term in terms:
+        if not term.has(x):
+            reasons.append(f"the term {expression_text(term)} holds no function of x")
+            continue
+        number, _ = term.as_coeff_Mul()
+        if number != 1 and not (number == -1 and len(terms) == 2):  # a - b prints as -b + a
+            reasons.append(f"the factor {expression_text(number)} stands outside the functions")
+    for factor in factors:
+        if not factor.has(x):
+            continue
+        base, power = (factor, sp.Integer(1)) if factor.func == sp.exp else factor.as_base_exp()
+        if base == x:
+            reasons.append("x stands outside the functions")
+        elif base.func.__name__ not in FUNCTION_NAMES or len(base.args) != 1:
+            reasons.append(f"{expression_text(factor)} is not a function of the family")
+        else:
+            if not (power.is_Integer and 1 <= abs(power) <= 3):
+                reasons.append(f"the power {power} of {expression_text(base)}; the family's powers are 2 and 3")
+            k = sp.cancel(base.args[0] / x)
+            if k.has(x) or not _family_coefficient(k, exp=base.func == sp.exp):
+                reasons.append(
+                    f"the argument {expression_text(base.args[0])} of {base.func.__name__}; the family's "
+                    "arguments are k*x with k a symbol, 2 or 3 times a symbol, or a whole number 1 to 5"
+                )
+    unique = list(dict.fromkeys(reasons))
+    return "; ".join(unique) if unique else None
+
+
+def _family_coefficient(k: sp.Expr, exp: bool) -> bool:
+    """k of an argument k*x: a whole number 1 to 5, or 1, 2 or 3 times a symbol.
+
+    sympy folds powers and products of exp into one exp as it reads them (``exp(4*x)**3`` is ``exp(12*x)``,
+    ``exp(2*x)/exp(3*x)**3`` is ``exp(-7*x)``, ``exp(a*x)/exp(2*x)`` is ``exp(x*(a-2))``): there k is a sum
+    of at most two parts, each a whole number or a whole multiple of a symbol, as large as two terms with
+    powers up to 3 can make them.
+    """
+    if not exp:
+        number, rest = k.as_coeff_Mul()
+        return number in NUMBERS if rest == 1 else number in (1, 2, 3) and str(rest) in SYMBOLS
+    parts = sp.Add.make_args(sp.expand(k))
+    largest = {True: 2 * max(NUMBERS) * 3, False: 2 * 3 * 3}  # whole number, multiple of a symbol
+    for part in parts:
+        number, rest = part.as_coeff_Mul()
+        if not (number.is_Integer and (rest == 1 or str(rest) in SYMBOLS)):
             return False
-    return all(p.exp in (-3, -2, -1, 2, 3) for p in expr.atoms(sp.Pow) if p.base.has(x))
+        if not 1 <= abs(number) <= largest[rest == 1]:
+            return False
+    return len(parts) <= 2
+
+
+@functools.cache
+def _shipped_sources() -> frozenset[str]:
+    try:
+        return frozenset(source for split in SPLITS for source, _ in _load_split(split))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def in_family(expr: sp.Expr) -> bool:
+    """Whether an expression is inside the training family (:func:`outside_family` says why not)."""
+    return outside_family(expr) is None
 
 
 def normalize(text: str) -> str:
@@ -462,6 +563,7 @@ __all__ = [
     "parse_expression",
     "normalize",
     "in_family",
+    "outside_family",
     "expression_text",
     "generate_pairs",
     "pairs_for_sources",

@@ -177,3 +177,64 @@ def test_the_family_has_whole_number_arguments_and_shared_symbols():
     assert data.pair_of(sin_x) == ("sin(x)", "x-x**3/6+x**5/120+O(x**6)")  # k = 1 printed as plain x
     mixed = data.Draw((data.Term("exp", 2, 1, slot=None), data.Term("cos", 3, 2, slot=0)), "*", ("h",))
     assert data.pair_of(mixed)[0] == "exp(2*x)*cos(3*h*x)**2"
+
+
+@pytest.mark.parametrize(
+    "text, read",
+    [("atan(a*x)", "atan"), ("asinh(x)", "asinh"), ("acos(a*x)", "acos"), ("sina*x", "sina"),
+     ("sin(x)+tana", "tana"), ("log(1+a*x)", "log"), ("cot(a*x)", "cot"), ("sqrt(x)", "sqrt")],
+)  # fmt: skip
+def test_the_reader_refuses_names_it_does_not_know_and_never_rewrites_them(text, read):
+    with pytest.raises(data.TokenizationError) as error:
+        data.parse_expression(text)
+    message = str(error.value)
+    assert f"{read!r} at position {text.index(read)}" in message
+    assert "sin, cos, tan, sinh, cosh, tanh, exp" in message and "\n" not in message
+
+
+def test_a_function_name_needs_its_parenthesis():
+    with pytest.raises(data.TokenizationError, match=r"function 'sin' at position 0 .* needs its argument"):
+        data.parse_expression("sin a x")
+    assert data.normalize("tan(hx)") == "tan(h*x)"  # the lecture's own shorthand stays legal
+    assert data.normalize("tanh (a x)") == "tanh(a*x)"
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("sin(12*a*x)", "the argument 12*a*x of sin"),
+        ("x+800*sin(a*x)", "x stands outside the functions"),
+        ("x+800*sin(a*x)", "the factor 800"),
+        ("x*sin(a*x)", "x stands outside the functions"),
+        ("sin(a*x)+1", "the term 1 holds no function of x"),
+        ("sin(a*x)+cos(b*x)+tan(b*x)", "3 terms"),
+        ("sin(n*x)", "the symbol n"),
+        ("sin(a*x)*cos(b*x)*tan(c*x)", "3 symbols"),
+        ("sin(a*x)**7", "the power 7"),
+    ],
+)
+def test_outside_the_family_says_why(text, why):
+    reason = data.outside_family(data.parse_expression(text))
+    assert reason is not None and why in reason
+    assert not data.in_family(data.parse_expression(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sin(x)", "exp(2*x)", "cos(3*x)**2", "exp(x)*sin(x)", "1/sin(x)", "sinh(2*x)-tan(a*x)",
+     "tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)", "exp(-2*a*x)*cos(3*b*x)", "tan(hx)/sinh(5x)**3"],
+)  # fmt: skip
+def test_the_family_as_a_student_types_it(text):
+    assert data.outside_family(data.parse_expression(text)) is None
+
+
+def test_every_draw_is_inside_the_family_as_drawn_and_as_shipped(monkeypatch):
+    draws = [data.candidate(99, i) for i in range(2000)]
+    shipped = random.Random(5).sample(load_pairs("train"), 200)
+    for source, _ in shipped:
+        assert data.in_family(data.parse_expression(source)), source
+    monkeypatch.setattr(data, "_shipped_sources", frozenset)  # the grammar alone
+    for d in draws:
+        typed = data._build(d.terms, d.operator).xreplace(data._renaming(d))  # as a student would type it
+        if typed.has(data.x):  # tan(a*x)/tan(a*x) is 1, and never a pair
+            assert data.outside_family(typed) is None, typed
