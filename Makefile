@@ -32,6 +32,7 @@ test:
 	$(MAKE) --no-print-directory install-dev || exit 1; \
 	t1=$$(date +%s); echo "== install: $$((t1 - start)) s"; \
 	$(PY) -m labutils student --check || exit 1; \
+	$(VENV)/bin/lint-imports --no-cache || exit 1; \
 	$(PY) -m pytest -q tests --deselect tests/test_grading.py || exit 1; \
 	t2=$$(date +%s); echo "== unit and command tests: $$((t2 - t1)) s"; \
 	$(PY) -m pytest -q tests/test_grading.py || exit 1; \
@@ -78,3 +79,4 @@ benchmarks: install
 
 lint: install-dev
 	$(VENV)/bin/ruff check labutils tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache

@@ -16,8 +16,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from labutils import grading
-from labutils.grading import Limits
+from labutils.instructor import grading
+from labutils.instructor.grading import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,9 @@
 """Transformer Lab: an encoder-decoder transformer that learns to write Taylor series.
 
 The package follows the lesson: ``data`` (the task) → ``tokens`` (tokenization, coding, padding) →
-``model`` (attention, layers, the transformer) → ``train`` → ``decode`` → ``metrics`` → ``plotting`` →
-``widgets``. What a student needs is importable from here: ``from labutils import tokenize``.
+``attention`` → ``model`` (layers, the transformer) → ``train`` → ``decode`` → ``metrics`` → ``plotting``,
+then the explorer (``widgets``), the exercise checks (``checks``) and the instructor's tools
+(``instructor``). What a student needs is importable from here: ``from labutils import tokenize``.
 """
 
 __version__ = "0.1.0"
@@ -29,10 +30,34 @@ __all__ = [
     "load_weights",
     "normalize",
     "parse_expression",
+    "require",
     "seed_everything",
     "tokenize",
     "translate",
 ]
+
+
+def require(version: str) -> None:
+    """What a notebook's first cell does: stop if this labutils is older than ``version``, say what runs.
+
+    Raises ``ImportError`` with a one-line message when ``__version__`` is older than ``version`` (``"0.1"``,
+    ``"0.1.0"``); otherwise prints the versions of Python, torch and labutils, and the device.
+    """
+    import platform
+    import re
+
+    import torch
+
+    def numbers(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+    if numbers(__version__) < numbers(version):
+        raise ImportError(
+            f"labutils {__version__} is older than this notebook ({version}): "
+            "run `make lab` (or `pip install -e .`) again, then restart the kernel"
+        )
+    print(f"Python {platform.python_version()}, torch {torch.__version__}, labutils {__version__}")
+    print(f"device: {device()}")
 
 
 def __getattr__(name: str):

@@ -83,7 +83,8 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def _split(self, x: Tensor) -> Tensor:
+    def split_heads(self, x: Tensor) -> Tensor:
+        """``(B, L, d_model)`` → ``(B, H, L, d_head)``: head h takes features ``h*d_head … (h+1)*d_head - 1``."""
         B, L, _ = x.shape
         return x.view(B, L, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, L, d_head)
 
@@ -112,10 +113,10 @@ class MultiHeadAttention(nn.Module):
         without them the fused ``F.scaled_dot_product_attention`` does the work.
         """
         if cache is not None and cache.static and cache.K is not None:
-            Q, K, V = self._split(self.q_proj(query)), cache.K, cache.V  # memory K/V computed once
+            Q, K, V = self.split_heads(self.q_proj(query)), cache.K, cache.V  # memory K/V computed once
         else:
             q, k, v = self._project_qkv(query, key, value)
-            Q, K, V = self._split(q), self._split(k), self._split(v)  # (B, H, L, d_head)
+            Q, K, V = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, L, d_head)
             if cache is not None:
                 if not cache.static and cache.K is not None:
                     K = torch.cat([cache.K, K], dim=2)  # (B, H, L_past + Lk, d_head)

@@ -3,32 +3,44 @@
 Greedy decoding takes the most likely token at each step; beam search keeps the ``beam_size`` most likely
 partial series. Both reuse the decoder's keys and values through a :class:`~labutils.model.KVCache`, so each
 step costs one new position instead of the whole prefix (``use_cache=False`` recomputes it, for comparison).
-The model's answer is the model's: nothing here checks or repairs it.
+``translate`` decodes many expressions in batches; ``predict`` decodes one typed expression and keeps the
+attention maps of the series it wrote, for the plots and the explorer. The model's answer is the model's:
+nothing here checks or repairs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-from .model import KVCache, Seq2SeqTransformer
-from .tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, code, pad_batch
+from .data import normalize
+from .model import KVCache, Seq2SeqTransformer, attention_for_codes, evaluating
+from .tokens import (
+    EOS_IDX,
+    PAD_IDX,
+    SOS_IDX,
+    SOURCE_VOCAB,
+    TARGET_VOCAB,
+    TokenizationError,
+    code,
+    pad_batch,
+)
 
-__all__ = ["greedy_decode", "beam_search", "translate", "translate_beams"]
-
-
-@contextmanager
-def _evaluating(model: Seq2SeqTransformer) -> Iterator[None]:
-    """Eval mode (no dropout) for the duration, then the mode the model had."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+__all__ = [
+    "greedy_decode",
+    "beam_search",
+    "translate",
+    "translate_beams",
+    "Prediction",
+    "read_source",
+    "predict",
+    "describe_series",
+]
 
 
 def _max_len(model: Seq2SeqTransformer, max_len: int | None) -> int:
@@ -67,7 +79,7 @@ def greedy_decode(
     it stops when all have, or after ``max_len`` tokens (default: the model's ``max_tgt_len``).
     """
     max_len = _max_len(model, max_len)
-    with torch.inference_mode(), _evaluating(model):
+    with torch.inference_mode(), evaluating(model):
         memory = model.encode(src, src_pad_mask)  # (B, Ls, d_model)
         B = src.size(0)
         rows = torch.arange(B, device=src.device)  # the original row of every sequence still running
@@ -113,7 +125,7 @@ def beam_search(
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     max_len, k = _max_len(model, max_len), beam_size
-    with torch.inference_mode(), _evaluating(model):
+    with torch.inference_mode(), evaluating(model):
         memory = model.encode(src, src_pad_mask)  # (B, Ls, d_model)
         B, device, V = src.size(0), src.device, model.config.tgt_vocab_size
         memory = memory.repeat_interleave(k, dim=0)  # (B*k, Ls, d_model), example b's beams at b*k … b*k+k-1
@@ -167,16 +179,31 @@ def beam_search(
         return results
 
 
-def _batches(sources: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Tensor, Tensor]]:
-    """Indices, codes and padding masks of batches of sources of similar length (longest first)."""
+Found = TypeVar("Found")
+
+
+def _decode_in_batches(
+    model: Seq2SeqTransformer,
+    sources: Sequence[str],
+    batch_size: int,
+    decode_batch: Callable[[Tensor, Tensor], list[Found]],
+) -> list[Found]:
+    """``decode_batch(src, src_pad_mask)`` over batches of sources of similar length, results in input order.
+
+    The batches are made where the model is (``model.device``): to run elsewhere, move the model first.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     coded = [code(source, SOURCE_VOCAB) for source in sources]
-    order = sorted(range(len(coded)), key=lambda i: len(coded[i]), reverse=True)
+    order = sorted(range(len(coded)), key=lambda i: len(coded[i]), reverse=True)  # longest first
+    results: list = [None] * len(sources)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        src, src_pad_mask = pad_batch([coded[i] for i in indices])
-        yield indices, src, src_pad_mask
+        src, src_pad_mask = pad_batch([coded[i] for i in indices])  # (B, Ls), (B, Ls)
+        found = decode_batch(src.to(model.device), src_pad_mask.to(model.device))
+        for i, result in zip(indices, found, strict=True):
+            results[i] = result
+    return results
 
 
 def translate_beams(
@@ -185,23 +212,20 @@ def translate_beams(
     beam: int = 4,
     batch_size: int = 64,
     use_cache: bool = True,
-    device: torch.device | str | None = None,
     max_len: int | None = None,
 ) -> list[list[tuple[str, float]]]:
     """The ``beam`` best series of each source expression, ``[(series, log-probability), …]``, best first.
 
-    Sources are in data-set form (``cosh(a*x)**3+tanh(b*x)``); output is in input order. ``device``: where to
-    run (the model is moved there); default: where the model is.
+    Sources are in data-set form (``cosh(a*x)**3+tanh(b*x)``); output is in input order. Decoding runs
+    where the model is: ``model.to(device)`` first to run elsewhere.
     """
-    if device is not None:
-        model.to(device)
-    device = model.device
-    results: list[list[tuple[str, float]]] = [[] for _ in sources]
-    for indices, src, src_pad_mask in _batches(sources, batch_size):
-        found = beam_search(model, src.to(device), src_pad_mask.to(device), beam, max_len, use_cache)
-        for i, hypotheses in zip(indices, found, strict=True):
-            results[i] = [(TARGET_VOCAB.decode(codes), score) for codes, score in hypotheses]
-    return results
+    found = _decode_in_batches(
+        model,
+        sources,
+        batch_size,
+        lambda src, src_pad_mask: beam_search(model, src, src_pad_mask, beam, max_len, use_cache),
+    )
+    return [[(TARGET_VOCAB.decode(codes), score) for codes, score in hypotheses] for hypotheses in found]
 
 
 def translate(
@@ -210,22 +234,85 @@ def translate(
     beam: int = 1,
     batch_size: int = 64,
     use_cache: bool = True,
-    device: torch.device | str | None = None,
     max_len: int | None = None,
 ) -> list[str]:
     """The model's series for each source expression (greedy with ``beam=1``, else the best beam).
 
-    Returns ``TARGET_VOCAB`` strings in input order, ``""`` where the model wrote nothing.
+    Returns ``TARGET_VOCAB`` strings in input order, ``""`` where the model wrote nothing. Decoding runs
+    where the model is: ``model.to(device)`` first to run elsewhere.
     """
     if beam > 1:
-        beams = translate_beams(model, sources, beam, batch_size, use_cache, device, max_len)
+        beams = translate_beams(model, sources, beam, batch_size, use_cache, max_len)
         return [hypotheses[0][0] if hypotheses else "" for hypotheses in beams]
-    if device is not None:
-        model.to(device)
-    device = model.device
-    results = [""] * len(sources)
-    for indices, src, src_pad_mask in _batches(sources, batch_size):
-        found = greedy_decode(model, src.to(device), src_pad_mask.to(device), max_len, use_cache)
-        for i, codes in zip(indices, found, strict=True):
-            results[i] = TARGET_VOCAB.decode(codes)
-    return results
+    found = _decode_in_batches(
+        model,
+        sources,
+        batch_size,
+        lambda src, src_pad_mask: greedy_decode(model, src, src_pad_mask, max_len, use_cache),
+    )
+    return [TARGET_VOCAB.decode(codes) for codes in found]
+
+
+# ------------------------------------------------------------------------------------- one typed expression
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's series for one expression and every attention map of the pass that wrote it."""
+
+    expression: str  # as the model reads it (normalized): ``tan(hx)`` → ``tan(h*x)``
+    decoding: str  # "greedy" or "beam"
+    series: str  # the model's series, "" if it wrote nothing
+    attention: dict  # as ``labutils.attention_for``: encoder/decoder/cross lists, source/target tokens
+
+
+def read_source(expression: str, max_src_len: int | None = None) -> tuple[str, list[int]]:
+    """The expression as the model reads it (normalized) and its codes ``<sos> … <eos>``.
+
+    Raises ``TokenizationError`` or ``ValueError`` with a one-line message for text the model cannot read.
+    """
+    normalized = normalize(expression)
+    try:
+        src_codes = code(normalized, SOURCE_VOCAB)
+    except TokenizationError as error:  # sympy may print what the vocabulary lacks: E, sqrt, …
+        raise TokenizationError(
+            f"{expression!r} reads as {normalized!r}, which the model cannot read ({error})"
+        ) from None
+    if max_src_len is not None and len(src_codes) > max_src_len:
+        raise ValueError(
+            f"{normalized!r} is {len(src_codes)} tokens with <sos> and <eos>; the model reads at most {max_src_len}"
+        )
+    return normalized, src_codes
+
+
+def predict(
+    model: Seq2SeqTransformer, expression: str, decoding: str = "greedy", beam: int = 4
+) -> Prediction:
+    """Normalize ``expression``, let the model write its series, and take the attention maps of that series.
+
+    Raises ``TokenizationError`` or ``ValueError`` with a one-line message for text the model cannot read.
+    The maps are those of the tokens the model wrote, exactly: they are taken from the codes, not re-read
+    from the text, so a malformed series (unbalanced parentheses, special tokens) is shown as it is.
+    """
+    normalized, src_codes = read_source(expression, model.config.max_src_len)
+    src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
+    if decoding == "greedy":
+        codes = greedy_decode(model, src, None)[0]
+    elif decoding == "beam":
+        hypotheses = beam_search(model, src, None, beam_size=beam)[0]
+        codes = hypotheses[0][0] if hypotheses else []
+    else:
+        raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'beam'")
+    return Prediction(
+        normalized, decoding, TARGET_VOCAB.decode(codes), attention_for_codes(model, src_codes, codes)
+    )
+
+
+def describe_series(prediction: Prediction) -> str:
+    """The model's series as text, or what it wrote instead (nothing, or special tokens only)."""
+    if prediction.series:
+        return prediction.series
+    written = Counter(prediction.attention["target_tokens"][1:])
+    if not written:
+        return "no series: the model ended at once"
+    return "no series, only special tokens: " + ", ".join(f"{token} ×{n}" for token, n in written.items())

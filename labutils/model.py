@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -23,6 +25,7 @@ from .attention import (
     causal_mask,
     scaled_dot_product_attention,
 )
+from .files import atomic_write
 from .tokens import SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, code, tokenize
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "load_weights",
     "load_pretrained",
     "attention_for",
+    "evaluating",
 ]
 
 # --------------------------------------------------------------------------------------- positional encodings
@@ -160,20 +164,22 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``x`` ``(B, Lt, d_model)``, ``memory`` ``(B, Ls, d_model)`` → ``x``, self and cross weights.
 
-        With caches, ``x`` holds only the new positions and ``tgt_pad_mask`` covers every position so far.
+        With caches, ``x`` holds only the new positions; the self-attention is causal, the cross-attention not.
         """
+        self_options = {"causal": True, "need_weights": need_weights, "cache": self_cache}
+        cross_options = {"causal": False, "need_weights": need_weights, "cache": cross_cache}
         if self.norm_first:
             h = self.norm1(x)
-            a, self_w = self.self_attn(h, h, h, tgt_pad_mask, True, need_weights, self_cache)
+            a, self_w = self.self_attn(h, h, h, tgt_pad_mask, **self_options)
             x = x + self.dropout(a)
             h = self.norm2(x)
-            a, cross_w = self.cross_attn(h, memory, memory, src_pad_mask, False, need_weights, cross_cache)
+            a, cross_w = self.cross_attn(h, memory, memory, src_pad_mask, **cross_options)
             x = x + self.dropout(a)
             x = x + self.dropout(self.feed_forward(self.norm3(x)))
         else:
-            a, self_w = self.self_attn(x, x, x, tgt_pad_mask, True, need_weights, self_cache)
+            a, self_w = self.self_attn(x, x, x, tgt_pad_mask, **self_options)
             x = self.norm1(x + self.dropout(a))
-            a, cross_w = self.cross_attn(x, memory, memory, src_pad_mask, False, need_weights, cross_cache)
+            a, cross_w = self.cross_attn(x, memory, memory, src_pad_mask, **cross_options)
             x = self.norm2(x + self.dropout(a))
             x = self.norm3(x + self.dropout(self.feed_forward(x)))
         return x, self_w, cross_w
@@ -230,15 +236,12 @@ class KVCache:
     def __init__(self, n_layers: int):
         self.self_attn = [AttentionCache() for _ in range(n_layers)]
         self.cross_attn = [AttentionCache(static=True) for _ in range(n_layers)]
-        self.tgt_pad_mask: Tensor | None = None  # (B, length), only if the caller ever passed one
         self.length = 0  # positions decoded so far: the offset of the next position
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` ``(B',)`` in that order (repeats allowed): beam search, finished rows."""
         for cache in self.self_attn + self.cross_attn:
             cache.reorder(index)
-        if self.tgt_pad_mask is not None:
-            self.tgt_pad_mask = self.tgt_pad_mask.index_select(0, index)
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -301,18 +304,17 @@ class Seq2SeqTransformer(nn.Module):
         """Decoder input codes ``(B, Lt)`` and memory → logits ``(B, Lt, V)`` [and decoder/cross weights].
 
         With a ``cache``, ``tgt`` holds only the new positions (usually one, ``(B, 1)``), placed after
-        the ``cache.length`` positions decoded before, whose keys and values come from the cache.
+        the ``cache.length`` positions decoded before, whose keys and values come from the cache; decoding
+        one token at a time never pads the target, so a cache takes no ``tgt_pad_mask``.
         """
         offset = 0 if cache is None else cache.length
         _check_codes(tgt, "tgt", self.config.max_tgt_len - offset, "max_tgt_len minus the cached positions")
         _check_mask(tgt_pad_mask, tgt, "tgt_pad_mask")
         if cache is not None:
-            if tgt_pad_mask is not None or cache.tgt_pad_mask is not None:
-                past = cache.tgt_pad_mask
-                if past is None:
-                    past = torch.zeros(tgt.size(0), offset, dtype=torch.bool, device=tgt.device)
-                new = tgt_pad_mask if tgt_pad_mask is not None else torch.zeros_like(tgt, dtype=torch.bool)
-                cache.tgt_pad_mask = tgt_pad_mask = torch.cat([past, new], dim=1)  # (B, offset + Lt)
+            if tgt_pad_mask is not None:
+                raise ValueError(
+                    "decode with a cache takes no tgt_pad_mask: decode a padded target without one"
+                )
             cache.length += tgt.size(1)
         x = self.tgt_pos(self.tgt_embed(tgt) * math.sqrt(self.config.d_model), offset)  # (B, Lt, d_model)
         x = self.dropout(x)
@@ -369,6 +371,17 @@ def _check_mask(mask: Tensor | None, codes: Tensor, name: str) -> None:
 # ---------------------------------------------------------------------------------------- looking inside
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout) inside the block, then the mode the model had: ``with evaluating(model): …``."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def attention_for(model: Seq2SeqTransformer, source: str, prediction: str) -> dict:
     """Every attention map of one teacher-forced pass, with the tokens that label their axes.
@@ -390,12 +403,8 @@ def attention_for_codes(model: Seq2SeqTransformer, src_codes: list[int], predict
     tgt_codes = ([SOS_IDX] + list(prediction_codes))[: model.config.max_tgt_len]
     src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
     tgt = torch.tensor([tgt_codes], device=model.device)  # (1, Lt)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         _, attention = model(src, tgt, return_attention=True)
-    finally:
-        model.train(was_training)
     result = {key: [w.cpu() for w in maps] for key, maps in attention.items()}
     result["source_tokens"] = SOURCE_VOCAB.tokens_of(src_codes)
     result["target_tokens"] = TARGET_VOCAB.tokens_of(tgt_codes)
@@ -418,29 +427,20 @@ def save_weights(model: Seq2SeqTransformer, path: str | os.PathLike, **extra) ->
     The file is written next to its destination and then renamed, so a crash never leaves half a file.
     ``extra`` values must be plain data or tensors (the file is read back with ``weights_only=True``).
     """
-    import labutils
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "labutils_version": labutils.__version__,
+        "labutils_version": sys.modules[__package__].__version__,  # the package, loaded before this module
         "config": asdict(model.config),
         "source_vocab": list(SOURCE_VOCAB.itos),
         "target_vocab": list(TARGET_VOCAB.itos),
         "state_dict": {name: t.detach().cpu() for name, t in model.state_dict().items()},
         **extra,
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; weights are to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        torch.save(payload, file)
     return path
 
 

@@ -20,8 +20,16 @@ PAD_IDX, SOS_IDX, EOS_IDX = 0, 1, 2
 FUNCTIONS = ("sin", "cos", "tan", "sinh", "cosh", "tanh", "exp")
 BIG_O = "O(x**6)"
 
-# Longest alternatives first, so that ``cosh`` is never read as ``cos``, ``h`` and ``**`` never as two ``*``.
-_TOKEN = re.compile(
+# The alphabet: the one place that says which letters an expression and a series may use.
+VARIABLE = "x"
+#: The symbols of the family's coefficients (``a*x``, ``g*x``): in sources and in series.
+SYMBOLS = "abcdfghm"
+#: Every symbol a source may hold besides x: the family's, and ``n``, which no series ever needs.
+SOURCE_SYMBOLS = SYMBOLS + "n"
+
+#: One token at a time, longest alternatives first, so that ``cosh`` is never read as ``cos``, ``h`` and
+#: ``**`` never as two ``*``.
+TOKEN_PATTERN = re.compile(
     r"O\(x\*\*6\)"
     r"|" + "|".join(sorted(FUNCTIONS, key=len, reverse=True)) + r"|\*\*|[a-z]|[0-9]|[()*+\-/]"
 )
@@ -48,7 +56,7 @@ def tokenize(text: str) -> list[str]:
         if text[position].isspace():
             position += 1
             continue
-        match = _TOKEN.match(text, position)
+        match = TOKEN_PATTERN.match(text, position)
         if match is None:
             raise TokenizationError(
                 f"unknown character {text[position]!r} at position {position} in {text!r}"
@@ -119,10 +127,10 @@ _OPERATORS = ["(", ")", "*", "**", "+", "-", "/"]
 
 #: The lecture's source vocabulary, entry for entry (37 entries).
 SOURCE_VOCAB = Vocabulary(
-    _OPERATORS + _DIGITS + list("abcdfghmnx") + list(FUNCTIONS), name="source vocabulary"
+    _OPERATORS + _DIGITS + list(SOURCE_SYMBOLS + VARIABLE) + list(FUNCTIONS), name="source vocabulary"
 )
 #: The lecture's target vocabulary, entry for entry (30 entries), with ``O(x**6)`` for the slide's ``0(x**6)``.
-TARGET_VOCAB = Vocabulary(_OPERATORS + _DIGITS + list("abcdfghmx") + [BIG_O], name="target vocabulary")
+TARGET_VOCAB = Vocabulary(_OPERATORS + _DIGITS + list(SYMBOLS + VARIABLE) + [BIG_O], name="target vocabulary")
 
 
 def code(text: str, vocab: Vocabulary) -> list[int]:

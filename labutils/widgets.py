@@ -9,7 +9,10 @@ Enter; results are cached, so going back to an expression or a head costs nothin
 process with a time limit, so a slow ``simplify`` never freezes the notebook. The heatmap is a PNG in an
 ``ipywidgets.Image``, drawn on a figure of its own (never through pyplot, which is not thread-safe).
 
-This module needs ipywidgets, so ``labutils`` imports it only when ``labutils.explore`` is first used.
+This module is the interface only: what it shows comes from :func:`labutils.decode.predict` (the series and
+its attention maps), :class:`labutils.metrics.SympyChecker` (sympy's verdict, in words from
+:func:`labutils.metrics.verdict_text`) and :mod:`labutils.plotting`. It needs ipywidgets, so ``labutils``
+imports it only when ``labutils.explore`` is first used.
 """
 
 from __future__ import annotations
@@ -22,176 +25,26 @@ import os
 import threading
 import warnings
 import weakref
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
-from dataclasses import dataclass
 
 import ipywidgets as w
-import torch
 from matplotlib.figure import Figure
 
 from labutils import metrics, plotting
-from labutils.data import normalize, parse_expression
-from labutils.decode import beam_search, greedy_decode
-from labutils.model import Seq2SeqTransformer, attention_for_codes, load_pretrained, load_weights
+from labutils.decode import Prediction, describe_series, predict
+from labutils.metrics import Check, SympyChecker
+from labutils.model import Seq2SeqTransformer, load_pretrained, load_weights
 from labutils.plotting import plot_attention, plot_attention_grid
-from labutils.series import series_text
-from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, code
+from labutils.tokens import TokenizationError
 
-__all__ = [
-    "explore",
-    "AttentionExplorer",
-    "Prediction",
-    "predict",
-    "read_source",
-    "describe_series",
-    "Check",
-    "SympyChecker",
-]
+__all__ = ["explore", "AttentionExplorer"]
 
 LECTURE_EXPRESSION = "cosh(a*x)**3+tanh(b*x)"
 KINDS = ("cross", "encoder", "decoder")
 ALL_HEADS = "all"
-
-# ------------------------------------------------------------------------------------- the model's answer
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The model's series for one expression and every attention map of the pass that wrote it."""
-
-    expression: str  # as the model reads it (normalized): ``tan(hx)`` → ``tan(h*x)``
-    decoding: str  # "greedy" or "beam"
-    series: str  # the model's series, "" if it wrote nothing
-    attention: dict  # as ``labutils.attention_for``: encoder/decoder/cross lists, source/target tokens
-
-
-def read_source(expression: str, max_src_len: int | None = None) -> tuple[str, list[int]]:
-    """The expression as the model reads it (normalized) and its codes ``<sos> … <eos>``.
-
-    Raises ``TokenizationError`` or ``ValueError`` with a one-line message for text the model cannot read.
-    """
-    normalized = normalize(expression)
-    try:
-        src_codes = code(normalized, SOURCE_VOCAB)
-    except TokenizationError as error:  # sympy may print what the vocabulary lacks: E, sqrt, …
-        raise TokenizationError(
-            f"{expression!r} reads as {normalized!r}, which the model cannot read ({error})"
-        ) from None
-    if max_src_len is not None and len(src_codes) > max_src_len:
-        raise ValueError(
-            f"{normalized!r} is {len(src_codes)} tokens with <sos> and <eos>; the model reads {max_src_len}"
-        )
-    return normalized, src_codes
-
-
-def predict(
-    model: Seq2SeqTransformer, expression: str, decoding: str = "greedy", beam: int = 4
-) -> Prediction:
-    """Normalize ``expression``, let the model write its series, and take the attention maps of that series.
-
-    Raises ``TokenizationError`` or ``ValueError`` with a one-line message for text the model cannot read.
-    The maps are those of the tokens the model wrote, exactly: they are taken from the codes, not re-read
-    from the text, so a malformed series (unbalanced parentheses, special tokens) is shown as it is.
-    """
-    normalized, src_codes = read_source(expression, model.config.max_src_len)
-    src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
-    if decoding == "greedy":
-        codes = greedy_decode(model, src, None)[0]
-    elif decoding == "beam":
-        hypotheses = beam_search(model, src, None, beam_size=beam)[0]
-        codes = hypotheses[0][0] if hypotheses else []
-    else:
-        raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'beam'")
-    return Prediction(
-        normalized, decoding, TARGET_VOCAB.decode(codes), attention_for_codes(model, src_codes, codes)
-    )
-
-
-def describe_series(prediction: Prediction) -> str:
-    """The model's series as text, or what it wrote instead (nothing, or special tokens only)."""
-    if prediction.series:
-        return prediction.series
-    written = Counter(prediction.attention["target_tokens"][1:])
-    if not written:
-        return "no series: the model ended at once"
-    return "no series, only special tokens: " + ", ".join(f"{token} ×{n}" for token, n in written.items())
-
-
-# ------------------------------------------------------------------------------------- sympy's verdict
-
-
-@dataclass(frozen=True)
-class Check:
-    """sympy's verdict on a prediction: ``ok``, ``wrong``, ``unparsable``, ``timeout`` or ``error``."""
-
-    verdict: str
-    truth: str | None = None  # sympy's series (None when it ran out of time or failed)
-    detail: str | None = None  # the reason, for ``error``
-
-
-def _sympy_check(expression: str, prediction: str) -> tuple[str, str]:
-    """(sympy's series of ``expression``, verdict on ``prediction``): runs in a worker process."""
-    truth = series_text(parse_expression(expression))
-    if prediction == truth:
-        return truth, metrics.OK
-    try:
-        same = metrics.equivalent(prediction, truth)
-    except (ValueError, TypeError):  # TokenizationError is a ValueError: an empty or malformed series
-        return truth, metrics.UNPARSABLE
-    return truth, metrics.OK if same else metrics.WRONG
-
-
-def _ready() -> bool:
-    return True
-
-
-class SympyChecker:
-    """sympy's series and verdict with a time limit, in one worker process kept alive between checks.
-
-    The worker starts on the first check (importing torch and sympy takes seconds); a check that runs past
-    ``timeout`` seconds is stopped and the worker replaced. ``TimedPool`` counts a worker's start-up in its
-    first task's time, so each new worker first gets a trivial task with a generous limit.
-    """
-
-    def __init__(self, timeout: float = 10.0, startup_timeout: float = 120.0):
-        self.timeout = timeout
-        self.startup_timeout = startup_timeout
-        self._pool = None
-        self._fresh = True  # the worker has not run a task yet
-        self._lock = threading.Lock()
-
-    def check(self, expression: str, prediction: str) -> Check:
-        """sympy's verdict on the model's ``prediction`` for the (normalized) ``expression``."""
-        from labutils.pool import TimedPool
-
-        with self._lock:
-            if self._pool is None:
-                self._pool = TimedPool(1, self.timeout)
-                self._fresh = True
-            if self._fresh:
-                self._pool.timeout = self.startup_timeout
-                list(self._pool.map_ordered(_ready, [()]))
-                self._fresh = False
-            self._pool.timeout = self.timeout
-            (outcome,) = self._pool.map_ordered(_sympy_check, [(expression, prediction)])
-            if outcome.error in ("timed out", "worker crashed"):
-                self._fresh = True  # a new worker took its place
-        if outcome.error is None:
-            truth, verdict = outcome.value
-            return Check(verdict, truth)
-        if outcome.error == "timed out":
-            return Check(metrics.TIMEOUT)
-        return Check("error", detail=outcome.error)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.close(kill=True)
-                self._pool = None
-
 
 # ------------------------------------------------------------------------------------- the explorer
 
@@ -635,12 +488,7 @@ def _index(value: int, n: int, name: str) -> int:
 def _verdict_text(check: Check | None, timeout: float) -> str:
     if check is None:
         return "checking…"
-    return {
-        metrics.OK: "✓ the same series as sympy's",
-        metrics.WRONG: "✗ not sympy's series",
-        metrics.UNPARSABLE: "✗ not a well-formed series",
-        metrics.TIMEOUT: f"? sympy needed more than {timeout:g} s",
-    }.get(check.verdict, f"? sympy failed: {check.detail}")
+    return metrics.verdict_text(check.verdict, timeout, check.detail)
 
 
 def _code(text: str) -> str:

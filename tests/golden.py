@@ -127,7 +127,7 @@ def _answer(notebook: dict, function: str, source: str) -> None:
 def grading_section(work: Path) -> None:
     import nbformat
 
-    from labutils import grading, release
+    from labutils.instructor import grading, release
 
     section("grading two notebooks")
     sources = work / "sources"
@@ -170,7 +170,7 @@ def figures_section(weights: Path, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from labutils import figures
+    from labutils.instructor import figures
 
     section("figures' manifest")
     found = figures.find_weights(weights)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import labutils
-from labutils import checks, release
+from labutils import checks
+from labutils.instructor import release
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, code
 
 torch.set_num_threads(1)
@@ -139,7 +140,7 @@ CHEATS = {
     "04_attention.causal_mask": "def causal_mask(L):\n    return labutils.model.causal_mask(L)",
     "04_attention.split_heads": (
         "def split_heads(x, n_heads):\n"
-        "    return labutils.attention.MultiHeadAttention(x.size(-1), n_heads)._split(x)"
+        "    return labutils.attention.MultiHeadAttention(x.size(-1), n_heads).split_heads(x)"
     ),
     "05_transformer.encoder_layer_forward": (
         "def encoder_layer_forward(layer, x, src_pad_mask):\n    return layer(x, src_pad_mask)[0]"
@@ -171,13 +172,13 @@ def test_an_answer_that_calls_the_package_gets_zero(grade_id):
 
 
 def test_switched_off_functions_are_restored_after_the_check():
-    originals = (labutils.tokenize, labutils.tokens.tokenize, labutils.data.tokenize, labutils.tokens._TOKEN)
+    originals = (labutils.tokenize, labutils.tokens.tokenize, labutils.data.tokenize, labutils.tokens.TOKEN_PATTERN)
     run_check("01_tokenization.split_tokens", define(CHEATS["01_tokenization.split_tokens"], "split_tokens"))
     assert (
         labutils.tokenize,
         labutils.tokens.tokenize,
         labutils.data.tokenize,
-        labutils.tokens._TOKEN,
+        labutils.tokens.TOKEN_PATTERN,
     ) == originals
     assert labutils.tokenize("sin(x)") == ["sin", "(", "x", ")"]
 

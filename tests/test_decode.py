@@ -1,11 +1,12 @@
-"""Greedy decoding and beam search: batching, the cache, and scores that are true log-probabilities."""
+"""Decoding: greedy and beam search (batching, the cache, true log-probabilities), and one typed expression."""
 
 import itertools
+import re
 
 import pytest
 import torch
 
-from labutils.decode import beam_search, greedy_decode, translate, translate_beams
+from labutils.decode import beam_search, greedy_decode, predict, translate, translate_beams
 from labutils.model import ModelConfig, Seq2SeqTransformer
 from labutils.tokens import EOS_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, code, pad_batch
 
@@ -158,3 +159,74 @@ def test_translate_with_beams_returns_the_best_beam():
     assert all(len(hypotheses) == 3 for hypotheses in beams)
     assert all(isinstance(text, str) and isinstance(score, float) for h in beams for text, score in h)
     assert translate(model, SOURCES, beam=3, batch_size=2, max_len=MAX_LEN) == [h[0][0] for h in beams]
+
+
+# ------------------------------------------------------------------------------------- one typed expression
+
+LECTURE = "cosh(a*x)**3+tanh(b*x)"
+
+
+def writer(favourite: str = "1", max_tgt_len: int = 24) -> Seq2SeqTransformer:
+    """A random model that writes ``favourite`` over and over: predictable, and wrong."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=64, max_tgt_len=max_tgt_len
+    )
+    model = Seq2SeqTransformer(config).eval()
+    with torch.no_grad():
+        model.generator.bias[TARGET_VOCAB.stoi[favourite]] += 10.0
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return writer()
+
+
+def test_predict_shows_the_tokens_the_model_wrote(model):
+    prediction = predict(model, "tan(hx)+sinh(gx)")
+    assert prediction.expression == "tan(h*x)+sinh(g*x)"
+    assert prediction.series == "1" * 24  # the model writes until max_tgt_len
+    attention = prediction.attention
+    assert attention["target_tokens"] == ["<sos>"] + ["1"] * 23  # <sos> + tokens, cut to max_tgt_len
+    assert attention["source_tokens"][1:-1] == [
+        "tan",
+        "(",
+        "h",
+        "*",
+        "x",
+        ")",
+        "+",
+        "sinh",
+        "(",
+        "g",
+        "*",
+        "x",
+        ")",
+    ]
+    ls, lt = len(attention["source_tokens"]), len(attention["target_tokens"])
+    assert [tuple(w.shape) for w in attention["cross"]] == [(1, 2, lt, ls)] * 2
+    assert [tuple(w.shape) for w in attention["encoder"]] == [(1, 2, ls, ls)]
+    rows = attention["decoder"][1].sum(-1)
+    torch.testing.assert_close(rows, torch.ones_like(rows))
+
+
+def test_predict_draws_a_malformed_series_as_written():
+    """Unbalanced parentheses cannot be re-read from text; the maps still show the model's own tokens."""
+    prediction = predict(writer("(", max_tgt_len=12), LECTURE)
+    assert prediction.series == "(" * 12
+    assert prediction.attention["target_tokens"] == ["<sos>"] + ["("] * 11
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sin(x)+$", "unknown character '$' at position 7"),
+        ("sin(x", "unbalanced '('"),
+        ("x+", "cannot read 'x+' as an expression"),
+        ("exp(1)*x", "which the model cannot read"),  # sympy writes E*x
+    ],
+)
+def test_predict_refuses_what_the_model_cannot_read(model, text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        predict(model, text)

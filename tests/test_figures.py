@@ -7,17 +7,22 @@ matplotlib.use("Agg")
 import csv  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from labutils import cli, figures  # noqa: E402
+from labutils import cli  # noqa: E402
+from labutils.instructor import figures  # noqa: E402
 from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights  # noqa: E402
 from labutils.tokens import TARGET_VOCAB  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+MPL_AGG = {**os.environ, "MPLBACKEND": "Agg"}
 
 
 def sha256(path: Path) -> str:
@@ -144,3 +149,21 @@ def test_the_repositorys_figures_come_from_the_shipped_weights():
     if not figures.shipped_weights_path().is_file():
         pytest.skip("the package ships no weights yet")
     assert figures.stale(REPO / "figures") == []
+
+
+def test_the_slides_are_made_without_widgets_or_jupyter(checkpoint, tmp_path):
+    """Making slides needs the core only: with ipywidgets and IPython unimportable, every figure is made."""
+    code = (
+        "import sys\n"
+        "for name in ('ipywidgets', 'IPython', 'ipykernel'):\n"
+        "    sys.modules[name] = None  # import raises ImportError\n"
+        "from labutils import cli\n"
+        f"status = cli.main(['figures', '--out', {str(tmp_path / 'out')!r}, '--checkpoint', {str(checkpoint)!r},\n"
+        "                   '--expr', 'sin(a*x)'])\n"
+        "assert not any(sys.modules.get(name) for name in ('ipywidgets', 'IPython', 'ipykernel'))\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=MPL_AGG)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "sin_a_x_cross.png" in manifest["files"] and manifest["expressions"][0]["verdict"] == "wrong"

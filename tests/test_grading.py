@@ -7,6 +7,7 @@ they follow the conventions that ``labutils.release`` checks, and publish what `
 from __future__ import annotations
 
 import copy
+import dataclasses
 import csv
 import json
 import os
@@ -20,8 +21,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labutils import cli, grading, release
-from labutils.grading import Limits
+from labutils import cli
+from labutils.instructor import grading, release
+from labutils.instructor.grading import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "01_demo"
@@ -554,7 +556,7 @@ def test_usage_errors_exit_2_with_one_line(sources, tmp_path, monkeypatch, capsy
 
 def test_long_cells_get_the_long_timeout_but_no_more_of_them_than_the_source_has(sources):
     source = grading.load_sources(sources)[NAME]
-    source = grading.Source(source.notebook, source.version, source.exercises, long_cells=1)
+    source = dataclasses.replace(source, long_cells=1)
     notebook = json.loads(json.dumps(student(SOLUTIONS)))
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code" and "labutils" not in cell["metadata"]:

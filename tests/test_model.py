@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 import labutils
 from labutils.model import (
+    DecoderLayer,
+    EncoderLayer,
     LearnedPositionalEncoding,
     ModelConfig,
     MultiHeadAttention,
@@ -18,6 +20,7 @@ from labutils.model import (
     WeightsError,
     attention_for,
     causal_mask,
+    evaluating,
     load_pretrained,
     load_weights,
     save_weights,
@@ -159,6 +162,87 @@ def test_fully_masked_rows_give_finite_zeros_on_both_paths():
 
 
 # -------------------------------------------------------------------------------------- positional encodings
+
+
+def copy_layer_into_torch(mine: torch.nn.Module, theirs: torch.nn.Module) -> torch.nn.Module:
+    """``theirs`` (PyTorch's encoder or decoder layer) with the weights of ``mine``, in eval mode."""
+    attention = [("self_attn", "self_attn"), ("cross_attn", "multihead_attn")]
+    with torch.no_grad():
+        for my_name, their_name in attention:
+            if hasattr(mine, my_name):
+                m, t = getattr(mine, my_name), getattr(theirs, their_name)
+                t.in_proj_weight.copy_(torch.cat([m.q_proj.weight, m.k_proj.weight, m.v_proj.weight]))
+                t.in_proj_bias.copy_(torch.cat([m.q_proj.bias, m.k_proj.bias, m.v_proj.bias]))
+                t.out_proj.load_state_dict(m.out_proj.state_dict())
+        theirs.linear1.load_state_dict(mine.feed_forward[0].state_dict())
+        theirs.linear2.load_state_dict(mine.feed_forward[3].state_dict())
+        for norm in ("norm1", "norm2", "norm3"):
+            if hasattr(mine, norm):
+                getattr(theirs, norm).load_state_dict(getattr(mine, norm).state_dict())
+                getattr(theirs, norm).weight.normal_(1.0, 0.3)  # distinct norms: a swapped one would show
+                getattr(mine, norm).load_state_dict(getattr(theirs, norm).state_dict())
+    return theirs.eval()
+
+
+def test_encoder_layer_equals_torchs_with_copied_weights():
+    torch.manual_seed(0)
+    mine = EncoderLayer(D, H, 64, dropout=0.0).eval()
+    theirs = torch.nn.TransformerEncoderLayer(D, H, 64, dropout=0.0, batch_first=True, norm_first=True)
+    theirs = copy_layer_into_torch(mine, theirs)
+    x = torch.randn(3, 7, D)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 5:], pad[2, 3:] = True, True
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x)[0], theirs(x), atol=1e-5, rtol=1e-4)
+        keep = ~pad  # PyTorch's fast path may leave <pad> positions' outputs as they come
+        torch.testing.assert_close(
+            mine(x, pad)[0][keep], theirs(x, src_key_padding_mask=pad)[keep], atol=1e-5, rtol=1e-4
+        )
+
+
+def test_decoder_layer_equals_torchs_with_copied_weights():
+    torch.manual_seed(1)
+    mine = DecoderLayer(D, H, 64, dropout=0.0).eval()
+    theirs = torch.nn.TransformerDecoderLayer(D, H, 64, dropout=0.0, batch_first=True, norm_first=True)
+    theirs = copy_layer_into_torch(mine, theirs)
+    x, memory = torch.randn(3, 6, D), torch.randn(3, 9, D)
+    tgt_pad, src_pad = torch.zeros(3, 6, dtype=torch.bool), torch.zeros(3, 9, dtype=torch.bool)
+    tgt_pad[1, 4:], src_pad[2, 5:] = True, True
+    with torch.no_grad():
+        ours, _, _ = mine(x, memory, src_pad, tgt_pad)
+        expected = theirs(
+            x,
+            memory,
+            tgt_mask=causal_mask(6),
+            tgt_key_padding_mask=tgt_pad,
+            memory_key_padding_mask=src_pad,
+            tgt_is_causal=True,
+        )
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+        ours_plain, _, _ = mine(x, memory)
+        torch.testing.assert_close(
+            ours_plain, theirs(x, memory, tgt_mask=causal_mask(6), tgt_is_causal=True), atol=1e-5, rtol=1e-4
+        )
+
+
+def test_evaluating_switches_dropout_off_and_restores_the_mode():
+    model = small_model(dropout=0.5).train()
+    with evaluating(model) as same:
+        assert same is model and not model.training
+        assert not any(module.training for module in model.modules())
+    assert model.training and all(module.training for module in model.modules())
+    model.eval()
+    with pytest.raises(RuntimeError), evaluating(model):
+        raise RuntimeError("inside")
+    assert not model.training
+
+
+def test_a_cache_takes_no_target_padding_mask():
+    model = small_model()
+    src, tgt, src_pad_mask, tgt_pad_mask = batch()
+    memory = model.encode(src, src_pad_mask)
+    with pytest.raises(ValueError, match="takes no tgt_pad_mask"):
+        model.decode(tgt[:, :1], memory, src_pad_mask, tgt_pad_mask[:, :1], cache=model.new_cache())
 
 
 def test_sinusoidal_positional_encoding_matches_the_formula():

@@ -16,7 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labutils import checks, release
+from labutils import checks
+from labutils.instructor import release
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -15,7 +15,8 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import labutils
-from labutils import checks, cli, release
+from labutils import checks, cli
+from labutils.instructor import release
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -285,8 +286,7 @@ def test_the_first_code_cell_checks_the_version_in_the_metadata(path, monkeypatc
     nb = nbformat.read(path, as_version=4)
     first = next(cell for cell in nb.cells if cell.cell_type == "code")
     version = nb.metadata["labutils"]["version"]
-    assert f'NOTEBOOK_VERSION = "{version}"' in first.source
-    assert "labutils.device()" in first.source and "make lab" in first.source
+    assert f'labutils.require("{version}")' in first.source
     exec(first.source, {})
     assert f"labutils {labutils.__version__}" in capsys.readouterr().out
     monkeypatch.setattr(labutils, "__version__", "0.0.1")  # an older labutils: one clear error
@@ -331,7 +331,8 @@ def test_release_holds_the_student_notebooks_and_a_wheel_and_no_solution(tmp_pat
     for path in SOLUTIONS:  # exactly the student notebooks of the repository
         assert (out / "notebooks" / path.name).read_bytes() == (ROOT / "notebooks" / path.name).read_bytes()
     members = zipfile.ZipFile(out / wheel).namelist()
-    assert "labutils/weights/model.pt" in members and "labutils/checks.py" in members
+    assert "labutils/weights/model.pt" in members and "labutils/checks/__init__.py" in members
+    assert "labutils/instructor/grading.py" in members  # the same package the instructor installs
     assert not any("solutions" in member or member.endswith(".ipynb") for member in members)
     assert release.leaks(out, ROOT / "solutions") == []
     assert wheel in (out / "README.md").read_text()

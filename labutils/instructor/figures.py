@@ -1,5 +1,7 @@
 """The figures of the slides and the README, made from the shipped model: ``python -m labutils figures``.
 
+Made from the core alone (decode, metrics, plotting): making slides needs no Jupyter and no ipywidgets.
+
 Every figure is written as PNG (200 dpi) and SVG, byte for byte the same when made again from the same
 weights: PNG without a "Software" stamp, SVG without a date and with fixed element ids. ``manifest.json``
 records the sha256 of the weights the figures were made from and the files made, so a test can tell when
@@ -26,6 +28,8 @@ import numpy as np
 import torch
 
 from labutils import __version__, metrics
+from labutils.decode import Prediction, describe_series, predict, read_source
+from labutils.metrics import Check, SympyChecker
 from labutils.model import (
     Seq2SeqTransformer,
     WeightsError,
@@ -40,7 +44,6 @@ from labutils.plotting import (
     plot_losses,
     plot_positional_encoding,
 )
-from labutils.widgets import Check, Prediction, SympyChecker, describe_series, predict, read_source
 
 __all__ = ["LECTURE_EXPRESSIONS", "Weights", "find_weights", "read_expressions", "make_figures", "stale"]
 
@@ -348,18 +351,10 @@ def _sharpest_head(weights: np.ndarray) -> int:
     return int(np.argmin(entropy))
 
 
-def _verdict(check: Check, timeout: float) -> str:
-    return {
-        metrics.OK: "✓ correct (sympy agrees)",
-        metrics.WRONG: "✗ WRONG (sympy disagrees)",
-        metrics.UNPARSABLE: "✗ WRONG (not a well-formed series)",
-        metrics.TIMEOUT: f"? unchecked (sympy took over {timeout:g} s)",
-    }.get(check.verdict, f"? unchecked (sympy failed: {check.detail})")
-
-
 def _title(what: str, prediction: Prediction, check: Check, timeout: float, columns: int = 72) -> str:
     """What the map is, the expression, whether the model's series is right, the series (and sympy's)."""
-    lines = [what, f"{prediction.expression}   →   model (greedy): {_verdict(check, timeout)}"]
+    verdict = metrics.verdict_text(check.verdict, timeout, check.detail)
+    lines = [what, f"{prediction.expression}   →   model (greedy): {verdict}"]
     lines += _wrap(f"model: {describe_series(prediction)}", columns)
     if check.verdict != metrics.OK and check.truth:
         lines += _wrap(f"sympy: {check.truth}", columns)

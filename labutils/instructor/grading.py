@@ -34,14 +34,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labutils import checks, release
+from labutils import checks
+from labutils.checks import guard
+from labutils.checks.core import Exercise
+from labutils.files import atomic_write
+from labutils.instructor import release
 
 CHECK_MIME = checks.MIME_TYPE  # what a check cell publishes
 GRADER_MIME = "application/vnd.labutils.grader+json"  # what the grader's own inspection cell publishes
 COLUMNS = ("submission", "notebook", "exercise", "points", "max_points", "feedback")
 TOTAL_COLUMNS = ("submission", "notebook", "points", "max_points", "status", "notes")
-DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / "solutions"
-PACKAGE = str(Path(__file__).resolve().parent) + os.sep
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "solutions"
+PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # labutils/
+# The package's files that run answers rather than replace them: never "the package" to the guard.
+NOT_THE_PACKAGE = (PACKAGE + "checks" + os.sep, PACKAGE + "instructor" + os.sep)
 MAX_NOTEBOOK_BYTES = 200_000_000
 
 #: statuses in the totals file; ``error`` (the grader's own failure) is graded again by --resume
@@ -71,25 +77,23 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Exercise:
-    """One graded exercise of a source notebook."""
+class CheckCell:
+    """The grader's copy of an exercise's check cell."""
 
-    grade_id: str
-    name: str  # the function (or class) the answer defines and the check calls
-    points: float
     visible: str  # the check cell as students see it
     full: str | None  # the check cell with its hidden tests, None when it has none
     long: bool = False
-    # What the answer must not use: dotted paths (``labutils.attention.causal_mask``), or bare names that
-    # match any labutils function or class of that name (for exercises unknown to labutils.checks).
-    forbidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Source:
+    """A source notebook: its exercises (forbidden: as :mod:`labutils.checks` says, else the answer cell's
+    ``forbidden`` or its function's name) and their check cells by grade_id."""
+
     notebook: str
     version: str
     exercises: tuple[Exercise, ...]
+    check_cells: dict[str, CheckCell]
     long_cells: int  # code cells tagged ``long``
 
     @property
@@ -191,7 +195,7 @@ def load_source(path: Path) -> Source | None:
         student = release.student_notebook(notebook, name)
     except release.ReleaseError as error:
         raise GradingError(f"source {path}: {error}") from None
-    exercises, long_cells = [], 0
+    exercises, check_cells, long_cells = [], {}, 0
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
@@ -203,17 +207,15 @@ def load_source(path: Path) -> Source | None:
         grade_id, function = meta["grade_id"], defined_names(notebook.cells[index - 1].source)[0]
         visible = student.cells[index].source
         full = cell.source if visible.strip() != cell.source.strip() else None
-        if grade_id in checks.EXERCISES:
-            forbidden = checks.EXERCISES[grade_id].forbidden
-        else:
-            forbidden = tuple(answer.get("forbidden") or (function,))
-        exercises.append(
-            Exercise(
-                grade_id, function, float(answer["points"]), visible, full, "long" in _tags(cell), forbidden
-            )
-        )
+        known = checks.EXERCISES.get(grade_id)
+        if known is not None:
+            number, forbidden = known.number, known.forbidden
+        else:  # bare names match any labutils function or class of that name
+            number, forbidden = "", tuple(answer.get("forbidden") or (function,))
+        exercises.append(Exercise(grade_id, number, float(answer["points"]), forbidden))
+        check_cells[grade_id] = CheckCell(visible, full, "long" in _tags(cell))
     version = _labutils_meta(notebook).get("version", "")
-    return Source(name, str(version), tuple(exercises), long_cells)
+    return Source(name, str(version), tuple(exercises), check_cells, long_cells)
 
 
 def load_sources(folder: str | os.PathLike) -> dict[str, Source]:
@@ -250,7 +252,7 @@ def identify(notebook: dict, sources: dict[str, Source]) -> tuple[Source, str | 
     scores = []
     for source in sources.values():
         ids = sum(exercise.grade_id in grade_ids for exercise in source.exercises)
-        names = sum(exercise.name in defined for exercise in source.exercises)
+        names = sum(exercise.function in defined for exercise in source.exercises)
         scores.append((max(ids, names) / max(len(source.exercises), 1), source))
     scores.sort(key=lambda pair: -pair[0])
     if scores and scores[0][0] >= 0.5 and (len(scores) == 1 or scores[1][0] < scores[0][0]):
@@ -291,9 +293,19 @@ class Plan:
     review: list[str]  # for the instructor only
 
 
+#: The guard's source, run in the student's kernel without importing labutils there.
+_GUARD = Path(guard.__file__).read_text(encoding="utf-8")
+
+
 def _guard_code(exercise: Exercise, nonce: str) -> str:
-    values = (exercise.name, exercise.forbidden, PACKAGE, ("checks.py", "grading.py"), nonce)
-    return _GUARD + f"_labutils_grader_on({', '.join(repr(value) for value in values)})\n"
+    """The grader's cell before a check: :func:`labutils.checks.guard.watch` on the answer, left no name."""
+    values = (exercise.function, exercise.forbidden, PACKAGE, NOT_THE_PACKAGE, nonce, GRADER_MIME)
+    return (
+        f"# {nonce}\n_labutils_guard = {{'__name__': 'labutils_grader_guard'}}\n"
+        f"exec({_GUARD!r}, _labutils_guard)\n"
+        f"_labutils_guard['watch']({', '.join(repr(value) for value in values)}, globals())\n"
+        "del _labutils_guard\n"
+    )
 
 
 def _fresh(exercise: Exercise, nonce: str) -> str:
@@ -343,17 +355,17 @@ def make_plan(notebook: dict, source: Source, limits: Limits, nonce: str) -> Pla
             found = [
                 n
                 for n, cell in cells
-                if n not in check_cells and exercise.name in finder(_text(cell.get("source")))
+                if n not in check_cells and exercise.function in finder(_text(cell.get("source")))
             ]
             if found:
                 chosen[exercise.grade_id] = found[-1]
                 said.append(
-                    f"answer cell found by the name `{exercise.name}` it defines (cell {found[-1]}); "
+                    f"answer cell found by the name `{exercise.function}` it defines (cell {found[-1]}); "
                     "its grading metadata was missing or renamed"
                 )
                 break
         else:
-            said.append(f"answer cell not found: no cell defines `{exercise.name}` (deleted?)")
+            said.append(f"answer cell not found: no cell defines `{exercise.function}` (deleted?)")
     order = [chosen[e.grade_id] for e in source.exercises if e.grade_id in chosen]
     for exercise in source.exercises:
         number = chosen.get(exercise.grade_id)
@@ -379,103 +391,15 @@ def make_plan(notebook: dict, source: Source, limits: Limits, nonce: str) -> Pla
         for exercise in source.exercises:
             if chosen.get(exercise.grade_id) != number:
                 continue
-            timeout = limits.long_timeout if exercise.long else limits.timeout
+            check = source.check_cells[exercise.grade_id]
+            timeout = limits.long_timeout if check.long else limits.timeout
             steps.append(Step(_guard_code(exercise, nonce), limits.timeout, "on", number, exercise))
-            steps.append(
-                Step(_fresh(exercise, nonce) + exercise.visible, timeout, "visible", number, exercise)
-            )
-            if exercise.full is not None:
-                steps.append(Step(_fresh(exercise, nonce) + exercise.full, timeout, "full", number, exercise))
+            steps.append(Step(_fresh(exercise, nonce) + check.visible, timeout, "visible", number, exercise))
+            if check.full is not None:
+                steps.append(Step(_fresh(exercise, nonce) + check.full, timeout, "full", number, exercise))
             steps.append(Step(f"_labutils_grader_off()  # {nonce}", limits.timeout, "off", number, exercise))
     missing = set(known) - set(chosen)
     return Plan(steps, exercise_notes, missing, notes, review)
-
-
-# Run in the kernel before a check: what is the answer, and (while the check runs) which labutils functions
-# are called from inside it, however they were reached. ``_labutils_grader_off()`` publishes what it saw.
-_GUARD = """
-def _labutils_grader_on(name, forbidden, package, excluded, nonce):
-    import functools, os, sys, types
-    ns = globals()
-    modules = {}
-    def module_of(path):  # "labutils.attention" for a file of the package, None for any other file
-        if path not in modules:
-            real = os.path.realpath(path)
-            inside = real.startswith(package) and os.path.basename(real) not in excluded
-            dotted = os.path.splitext(real[len(package):])[0].replace(os.sep, ".")
-            modules[path] = ("labutils." + dotted).removesuffix(".__init__") if inside else None
-        return modules[path]
-    chain = [ns.get(name)]
-    for _ in range(10):  # see through partials, wrappers and bound methods
-        x = chain[-1]
-        if isinstance(x, functools.partial):
-            chain.append(x.func)
-        elif isinstance(x, types.MethodType):
-            chain.append(x.__func__)
-        elif isinstance(x, types.FunctionType) and hasattr(x, "__wrapped__"):
-            chain.append(x.__wrapped__)
-        else:
-            break
-    if chain[-1] is not None and not isinstance(chain[-1], (type, types.FunctionType)):
-        chain.append(type(chain[-1]))  # an instance: look at its class
-    targets = []
-    for path in forbidden:  # the forbidden objects themselves, where their module is loaded
-        parts = path.split(".")
-        for cut in range(len(parts) - 1, 0, -1):
-            module = sys.modules.get(".".join(parts[:cut]))
-            if module is not None:
-                try:
-                    targets.append((path, functools.reduce(getattr, parts[cut:], module)))
-                except AttributeError:
-                    pass
-                break
-    found, files = [], set()
-    for x in chain:
-        found += [path for path, target in targets if x is target]
-        if isinstance(x, types.FunctionType):
-            codes = [x.__code__]
-        elif isinstance(x, type):
-            codes = [getattr(v, "__func__", getattr(v, "fget", v)) for v in vars(x).values()]
-            codes = [f.__code__ for f in codes if isinstance(f, types.FunctionType)]
-            for klass in x.__mro__:
-                found += [path for path, target in targets if klass is target]
-                path = getattr(sys.modules.get(klass.__module__), "__file__", None)
-                if path and module_of(path):
-                    found.append(module_of(path) + "." + klass.__qualname__)
-        else:
-            codes = []
-        for code in codes:
-            if module_of(code.co_filename):
-                found.append(module_of(code.co_filename) + "." + code.co_qualname)
-            else:
-                files.add(code.co_filename)
-    calls = set()
-    def trace(frame, event, arg):
-        if event == "call" and module_of(frame.f_code.co_filename):
-            caller = frame.f_back
-            while caller is not None:
-                if caller.f_code.co_filename in files:
-                    calls.add(module_of(frame.f_code.co_filename) + "." + frame.f_code.co_qualname)
-                    break
-                caller = caller.f_back
-        return None
-    def off():
-        sys.settrace(None)
-        import linecache
-        from IPython.display import display
-        for key, entry in list(linecache.cache.items()):  # forget the grader's cells: the hidden tests
-            if len(entry) > 2 and nonce in "".join(entry[2] or ()):
-                linecache.cache.pop(key, None)
-        for attr in ("last_type", "last_value", "last_traceback", "last_exc"):
-            if hasattr(sys, attr):
-                setattr(sys, attr, None)
-        ns.pop("_labutils_grader_on", None)
-        ns.pop("_labutils_grader_off", None)
-        verdict = {"nonce": nonce, "defined": chain[0] is not None, "is": found, "calls": sorted(calls)}
-        display({"GRADER_MIME": verdict}, raw=True)
-    ns["_labutils_grader_off"] = off
-    sys.settrace(trace)
-""".replace("GRADER_MIME", GRADER_MIME)
 
 
 # ---------------------------------------------------------------------------------------------- the kernel
@@ -759,7 +683,7 @@ def score(
         fraction = min(max(sum(float(r["points"]) for r in counted) / total, 0.0), 1.0)
     if full is not None and not visible.error:
         lines.append(_hidden_summary(shown, counted, full, fraction))
-    copied = _copied(exercise, verdict)
+    copied = guard.copied(exercise.function, exercise.forbidden, verdict)
     if copied:
         fraction = 0.0
         lines.append(copied)
@@ -782,34 +706,6 @@ def _hidden_summary(shown: list[dict], counted: list[dict], full: Run, fraction:
     if 0 <= failed <= total and total > 0:
         return f"hidden tests: {total - failed} of {total} passed"
     return "hidden tests: passed" if fraction >= 1 else "hidden tests: some failed"
-
-
-def _forbidden(dotted: str, forbidden: tuple[str, ...]) -> bool:
-    """Whether ``labutils.module.Qual.name`` is (or is inside) one of the forbidden paths or names."""
-    qualname = dotted.split(".", 2)[-1]
-    for path in forbidden:
-        if (
-            dotted == path
-            or dotted.startswith(path + ".")
-            or ("." not in path and qualname.split(".")[0] == path)
-        ):
-            return True
-    return False
-
-
-def _copied(exercise: Exercise, verdict: dict | None) -> str | None:
-    """Why the answer earns nothing because it is, or calls, what the exercise asks the student to write."""
-    if not isinstance(verdict, dict):
-        return "the grader could not inspect your answer, so it earns no points (tell your instructor)"
-    if not verdict.get("defined"):
-        return None  # the check has already said so
-    for dotted in verdict.get("is") or []:
-        if isinstance(dotted, str) and _forbidden(dotted, exercise.forbidden):
-            return f"`{exercise.name}` is `{dotted}` from the package, not your own code: 0 points"
-    for dotted in verdict.get("calls") or []:
-        if isinstance(dotted, str) and _forbidden(dotted, exercise.forbidden):
-            return f"your answer calls `{dotted}`, which this exercise asks you to write yourself: 0 points"
-    return None
 
 
 def _verdict(run: Run, nonce: str) -> dict | None:
@@ -979,12 +875,8 @@ def _read_lines(path: Path, columns: tuple[str, ...]) -> list[list[str]]:
 
 def _replace(path: Path, text: str) -> None:
     """Write a whole file so that a crash leaves either the old or the new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8", newline="") as file:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as file:
         file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 class Ledger:

@@ -1,0 +1,201 @@
+"""Checks of notebook 02, coding and padding: ``encode`` (2.1), ``pad_codes`` (2.2), ``make_batch`` (2.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from labutils import tokens as _tokens
+from labutils.checks.compare import expect, fail, short
+from labutils.checks.core import Case, exercise, fresh
+from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
+
+#: The slide's example ``tan(hx)+sinh(gx)``, coded and delimited.
+SLIDE_CODES = [1, 34, 3, 29, 36, 4, 7, 33, 3, 28, 36, 4, 2]
+
+# ------------------------------------------------------------------------------------------ 2.1 encode
+
+
+def _encode_mistakes(expected: list[int]):
+    return [
+        (
+            lambda: expected[1:-1],
+            "delimit the sequence: <sos> (code 1) first, <eos> (code 2) last",
+        ),
+        (lambda: expected[:-1], "end the sequence with <eos> (code 2)"),
+        (lambda: expected[1:], "start the sequence with <sos> (code 1)"),
+        (
+            lambda: [EOS_IDX, *expected[1:-1], SOS_IDX],
+            "<sos> and <eos> are swapped: <sos> (code 1) opens the sequence, <eos> (code 2) closes it",
+        ),
+    ]
+
+
+def _encode_cases() -> dict[str, Case]:
+    cases = {
+        "the slide's example tan(hx)+sinh(gx)": ("tan(hx)+sinh(gx)", SOURCE_VOCAB),
+        "an expression of the data set": ("cosh(a*x)**3+tanh(b*x)", SOURCE_VOCAB),
+        "a series, with the target vocabulary": ("1+b*x+3*a**2*x**2/2-b**3*x**3/3+O(x**6)", TARGET_VOCAB),
+    }
+    return {name: Case((text, dict(vocab.stoi))) for name, (text, vocab) in cases.items()}
+
+
+@exercise(
+    "02_coding_and_padding.encode",
+    "2.1",
+    1,
+    ("labutils.tokens.code", "labutils.tokens.Vocabulary.encode"),
+    cases=_encode_cases,
+)
+def encode(args: tuple, got) -> str:
+    text, stoi = args
+    vocab = SOURCE_VOCAB if stoi == SOURCE_VOCAB.stoi else TARGET_VOCAB
+    expected = _tokens.code(text, vocab)
+    expect(got, expected, f"encode({text!r}, …)", mistakes=_encode_mistakes(expected))
+    return ", ".join(map(str, expected)) if len(expected) < 16 else ""
+
+
+# ------------------------------------------------------------------------------------------ 2.2 pad_codes
+
+
+def _pad_mistakes(codes, length, layout):
+    other = "lecture" if layout == "package" else "package"
+    padding = [PAD_IDX] * (length - len(codes))
+    return [
+        (
+            lambda: _tokens.pad(codes, length, other),
+            f"this is the {other!r} layout; layout={layout!r} asks for "
+            + ("<sos> tokens <eos> <pad> …" if layout == "package" else "<sos> tokens <pad> … <eos>"),
+        ),
+        (lambda: padding + list(codes), "pad at the end, not at the front"),
+        (
+            lambda: _tokens.pad(codes, len(codes) + length, layout),
+            f"pad up to length {length} in all, not by {length} more",
+        ),
+        (
+            lambda: list(codes) + padding[1:] + [EOS_IDX],
+            "<eos> appears twice: in the 'lecture' layout move the sequence's own <eos> to the end "
+            "(codes[:-1] + padding + [codes[-1]]) instead of adding another",
+        ),
+    ]
+
+
+def _the_default_layout(args: tuple, got) -> None:
+    expect(
+        got,
+        [1, 36, 2, 0, 0],
+        "pad_codes([1, 36, 2], 5)",
+        hint='give the argument a default: def pad_codes(codes, length, layout="package")',
+        mistakes=_pad_mistakes([1, 36, 2], 5, "package"),
+    )
+
+
+def _the_list_after_the_call(answer: Callable, args: tuple) -> list[int]:
+    codes = fresh(args[0])
+    answer(codes, *args[1:])
+    return codes
+
+
+def _the_input_unchanged(args: tuple, got) -> None:
+    expect(
+        got,
+        SLIDE_CODES,
+        "the list passed in",
+        hint="build a new list (codes + padding) instead of appending to the caller's list",
+    )
+
+
+def _pad_codes_cases() -> dict[str, Case]:
+    cases = {
+        "the slide's layout: <eos> last": (SLIDE_CODES, 16, "lecture"),
+        "the package's layout: <eos> right after the last token": (SLIDE_CODES, 16, "package"),
+        "a sequence that already has the length": (SLIDE_CODES, 13, "package"),
+        "a short sequence, long padding": ([1, 36, 2], 8, "lecture"),
+    }
+    return {
+        **{name: Case((list(codes), length, layout)) for name, (codes, length, layout) in cases.items()},
+        "layout='package' is the default": Case(([1, 36, 2], 5), judge=_the_default_layout),
+        "leaves its input unchanged": Case(
+            (list(SLIDE_CODES), 16, "package"), call=_the_list_after_the_call, judge=_the_input_unchanged
+        ),
+    }
+
+
+@exercise("02_coding_and_padding.pad_codes", "2.2", 2, ("labutils.tokens.pad",), cases=_pad_codes_cases)
+def pad_codes(args: tuple, got) -> str:
+    codes, length, layout = args
+    expected = _tokens.pad(codes, length, layout)
+    expect(
+        got, expected, f"pad_codes(…, {length}, {layout!r})", mistakes=_pad_mistakes(codes, length, layout)
+    )
+    return ", ".join(map(str, expected)) if layout == "lecture" and length == 16 else ""
+
+
+# ------------------------------------------------------------------------------------------ 2.3 make_batch
+
+
+def _make_batch_cases() -> dict[str, Case]:
+    batches = {
+        "two sequences of different lengths": [SLIDE_CODES, [1, 36, 2]],
+        "three sequences": [[1, 5, 6, 2], [1, 2], SLIDE_CODES],
+        "one sequence: nothing to pad": [SLIDE_CODES],
+    }
+    return {name: Case(([list(s) for s in sequences],)) for name, sequences in batches.items()}
+
+
+@exercise(
+    "02_coding_and_padding.make_batch",
+    "2.3",
+    2,
+    ("labutils.tokens.pad_batch", "labutils.tokens.collate"),
+    cases=_make_batch_cases,
+)
+def make_batch(args: tuple, got) -> str:
+    (sequences,) = args
+    codes, mask = _tokens.pad_batch(sequences)
+    if not isinstance(got, tuple) or len(got) != 2:
+        fail(f"make_batch should return a pair (codes, mask), got {type(got).__name__} {short(got)}")
+    got_codes, got_mask = got
+    length = max(map(len, sequences))
+    expect(
+        got_codes,
+        codes,
+        "codes",
+        mistakes=[
+            (
+                lambda: torch.tensor([_tokens.pad(s, length, "lecture") for s in sequences]),
+                "use the package's layout here: <sos> tokens <eos> <pad> …",
+            ),
+            (
+                lambda: codes.T,
+                "the batch goes first, codes (B, L), one row per sequence: pad_sequence puts it "
+                "second unless you pass batch_first=True",
+            ),
+        ],
+    )
+    if isinstance(got_codes, torch.Tensor) and got_codes.dtype != torch.long:
+        fail(
+            f"codes: dtype {got_codes.dtype}. Hint: codes index the embedding table, so they must be "
+            "integers: create them with dtype=torch.long"
+        )
+    expect(
+        got_mask,
+        mask,
+        "padding mask",
+        mistakes=[
+            (
+                lambda: ~mask,
+                "the mask is inverted: in this package True marks <pad> (not allowed to attend)",
+            ),
+            *(
+                (
+                    lambda dtype=dtype: mask.to(dtype),
+                    "the mask must be boolean, True at <pad>, as masked_fill needs: "
+                    "compare, codes == PAD_IDX, instead of filling a tensor with 0 and 1",
+                )
+                for dtype in (torch.float32, torch.int64, torch.int32, torch.uint8)
+            ),
+        ],
+    )
+    return f"shape {tuple(codes.shape)}"

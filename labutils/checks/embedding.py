@@ -1,0 +1,218 @@
+"""Checks of notebook 03, embedding: ``sinusoidal_encoding`` (3.1), ``embed`` (3.2), ``project_2d`` (3.3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from labutils import model as _model
+from labutils import tokens as _tokens
+from labutils.checks.coding_and_padding import SLIDE_CODES
+from labutils.checks.compare import expect
+from labutils.checks.core import Case, exercise, tiny_model
+from labutils.tokens import SOURCE_VOCAB
+
+# ------------------------------------------------------------------------------------------ 3.1 sinusoidal_encoding
+
+
+def _sinusoid(max_len: int, d_model: int) -> torch.Tensor:
+    return _model.SinusoidalPositionalEncoding(d_model, max_len).pe.clone()
+
+
+def _sinusoid_mistakes(max_len: int, d_model: int):
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+
+    def angles(exponent):
+        return position / 10000 ** (exponent / d_model)
+
+    def interleave(even, odd):
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2], pe[:, 1::2] = even, odd
+        return pe
+
+    pairs = torch.arange(0, d_model, 2, dtype=torch.float32)  # 2i
+    columns = torch.arange(d_model, dtype=torch.float32)
+    return [
+        (
+            lambda: interleave(torch.cos(angles(pairs)), torch.sin(angles(pairs))),
+            "sin and cos are swapped: sin goes in the even columns 0, 2, 4 …, cos in the odd ones",
+        ),
+        (
+            lambda: interleave(torch.sin(angles(pairs / 2)), torch.cos(angles(pairs / 2))),
+            "the exponent is 2i/d_model, twice the pair number i: take torch.arange(0, d_model, 2), "
+            "not torch.arange(d_model // 2)",
+        ),
+        (
+            lambda: interleave(torch.sin(angles(columns[0::2])), torch.cos(angles(columns[1::2]))),
+            "columns 2i and 2i+1 share one frequency: the cos column 2i+1 also uses the exponent "
+            "2i/d_model, not (2i+1)/d_model",
+        ),
+        (
+            lambda: interleave(
+                *(f(position.double() * 10000 ** (pairs.double() / d_model)) for f in (torch.sin, torch.cos))
+            ),
+            "divide the position by 10000**(2i/d_model), do not multiply (in the exp form: "
+            "exp(-2i·ln(10000)/d_model), mind the minus sign): the wavelengths grow along the columns",
+        ),
+        (
+            lambda: torch.cat([torch.sin(angles(pairs)), torch.cos(angles(pairs))], dim=1),
+            "interleave the columns (pe[:, 0::2] = sin, pe[:, 1::2] = cos), do not put all sines first",
+        ),
+    ]
+
+
+def _sinusoidal_cases() -> dict[str, Case]:
+    return {
+        "4 positions, d_model = 6": Case((4, 6)),
+        "the model's source encoding: 64 positions, d_model = 128": Case((64, 128)),
+        "one position, d_model = 2": Case((1, 2)),
+    }
+
+
+@exercise(
+    "03_embedding.sinusoidal_encoding",
+    "3.1",
+    2,
+    ("labutils.model.SinusoidalPositionalEncoding",),
+    cases=_sinusoidal_cases,
+)
+def sinusoidal_encoding(args: tuple, got) -> None:
+    max_len, d_model = args
+    expect(
+        got,
+        _sinusoid(max_len, d_model),
+        f"sinusoidal_encoding({max_len}, {d_model})",
+        mistakes=_sinusoid_mistakes(max_len, d_model),
+        atol=1e-4,
+        mistake_atol=1e-3,  # the angles of a mistake may reach 1e3 rad: float32 rounding shows in sin
+    )
+
+
+# ------------------------------------------------------------------------------------------ 3.2 embed
+
+
+def _embed_mistakes(codes: torch.Tensor, table: torch.Tensor, pe: torch.Tensor):
+    L, d = codes.size(1), table.size(1)
+    return [
+        (
+            lambda: table[codes] + pe[:L],
+            "multiply the embeddings by √d_model before adding the encodings",
+        ),
+        (
+            lambda: table[codes] * math.sqrt(d),
+            "add the positional encodings pe[:L] (L = codes.size(1))",
+        ),
+        (lambda: table[codes] * d + pe[:L], "the scale is √d_model, not d_model"),
+        (
+            lambda: table[codes] / math.sqrt(d) + pe[:L],
+            "multiply the embeddings by √d_model, do not divide (1/√d is attention's scale)",
+        ),
+        (
+            lambda: (table[codes] + pe[:L]) * math.sqrt(d),
+            "scale the embeddings only, then add the encodings: table[codes] * √d_model + pe[:L]",
+        ),
+        (
+            lambda: table[codes] * math.sqrt(table.size(0)) + pe[:L],
+            "d_model is the width of the table, table.size(1), not the vocabulary size table.size(0)",
+        ),
+    ]
+
+
+def _embed_cases() -> dict[str, Case]:
+    model = tiny_model()
+    table, pe = model.src_embed.weight.detach(), model.src_pos.pe
+    slide = torch.tensor([SLIDE_CODES])
+    batch, _ = _tokens.pad_batch([_tokens.code("cosh(a*x)**3+tanh(b*x)", SOURCE_VOCAB), SLIDE_CODES])
+    return {
+        "the slide's sequence": Case((slide, table, pe)),
+        "a padded batch of two": Case((batch, table, pe)),
+    }
+
+
+@exercise("03_embedding.embed", "3.2", 2, ("labutils.model.Seq2SeqTransformer.encode",), cases=_embed_cases)
+def embed(args: tuple, got) -> str:
+    codes, table, pe = args
+    # What the model's encoder does first (Seq2SeqTransformer.encode): look up, scale by √d_model, add.
+    expected = F.embedding(codes, table) * math.sqrt(table.size(1)) + pe[: codes.size(1)]
+    expect(got, expected, "embed(codes, table, pe)", mistakes=_embed_mistakes(codes, table, pe))
+    return f"shape {tuple(expected.shape)}"
+
+
+# ------------------------------------------------------------------------------------------ 3.3 project_2d
+
+
+def _pca(X: torch.Tensor) -> torch.Tensor:
+    centred = X - X.mean(dim=0)
+    _, _, Vh = torch.linalg.svd(centred.double(), full_matrices=False)
+    return (centred.double() @ Vh[:2].T).to(X.dtype)
+
+
+def _align_signs(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Principal axes have no sign of their own: flip each column of ``got`` to point like ``expected``.
+
+    (A mistake's result is aligned with the answer's, not with the reference: two principal columns are
+    orthogonal, so a column compared with the other one would get a random sign.)
+    """
+    signs = torch.sign((got.double() * expected.double()).sum(dim=0))
+    return got * torch.where(signs == 0, 1.0, signs).to(got.dtype)
+
+
+def _project_2d_cases() -> dict[str, Case]:
+    g = torch.Generator().manual_seed(3)
+    cloud = torch.randn(8, 3, generator=g) * torch.tensor([5.0, 2.0, 0.1]) + torch.tensor([10.0, -4.0, 1.0])
+    table = (
+        torch.randn(37, 4, generator=g)
+        @ torch.randn(4, 64, generator=g)
+        * torch.tensor([3.0, 2.0, 1.0, 0.5]).repeat(16)
+    )
+    return {"8 points in 3-D, off the origin": Case((cloud,)), "37 token vectors in 64-D": Case((table,))}
+
+
+@exercise("03_embedding.project_2d", "3.3", 1, cases=_project_2d_cases)
+def project_2d(args: tuple, got) -> str:
+    (X,) = args
+    expected = _pca(X)
+    if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+        got = _align_signs(got, expected)
+    centred = X - X.mean(0)
+    _, _, Vh = torch.linalg.svd(centred.double())  # (d, d): the axes, by decreasing spread
+    expect(
+        got,
+        expected,
+        "project_2d(X)",
+        atol=1e-3,
+        rtol=1e-3,
+        mistakes=[
+            (
+                lambda: _align_signs(X @ torch.linalg.svd(X, full_matrices=False)[2][:2].T, got),
+                "centre the points first (X - X.mean(dim=0)): PCA measures spread about the mean",
+            ),
+            (
+                lambda: _align_signs(torch.linalg.svd(centred, full_matrices=False)[0][:, :2], got),
+                "U[:, :2] alone has unit length: the coordinates are centred @ V[:, :2] (= U[:, :2] * S[:2])",
+            ),
+            *(
+                (  # mixes the axes: as the answer's own svd call would, signs and all
+                    lambda full=full: _align_signs(
+                        centred @ torch.linalg.svd(centred, full_matrices=full)[2][:, :2], got
+                    ),
+                    "the principal axes are the rows of Vh (torch.linalg.svd returns Vᵀ): "
+                    "project on Vh[:2].T, not Vh[:, :2]",
+                )
+                for full in (True, False)
+            ),
+            (
+                lambda: _align_signs(centred.double() @ Vh[[-1, -2]].T, got),
+                "these are the two axes of least spread: torch.linalg.eigh sorts the eigenvalues "
+                "in ascending order, so the principal axes are its last columns",
+            ),
+            (
+                lambda: _align_signs(expected[:, [1, 0]], got),
+                "the two axes are in the wrong order: the first column is the axis of largest "
+                "spread (eigh's last eigenvector, vecs[:, -1])",
+            ),
+        ],
+    )
+    return "equal up to the sign of each axis"

@@ -1,0 +1,275 @@
+"""The guard: an answer must be the student's own code, not the package function the exercise replaces.
+
+An exercise names what it asks the student to write, its *forbidden* objects: dotted paths such as
+``labutils.attention.causal_mask`` (with ``MultiHeadAttention.split_heads``-style attributes), or, for
+exercises the package does not know, bare names that match any package function or class of that name. One
+rule tells package code from student code: by the file a function was written in, a file of the package but
+not of ``labutils/checks`` or ``labutils/instructor`` (they run answers, they never replace them).
+
+The rule is enforced in two places, both from this module:
+
+* :func:`switched_off`, while a check runs an answer: every place a forbidden object is reachable from (its
+  module, the package's re-exports, the answer's globals) holds a stand-in that raises
+  :class:`ForbiddenCall`, so an answer that calls the package fails its tests and is told why;
+* :func:`watch`, in the kernel of a graded submission, while the grader's own check cell runs: what the answer
+  *is* (a package function, or a wrapper of one) and which package functions it calls, however it reached
+  them (a default argument, an alias); the grader reads the verdict and :func:`copied` says why it earns
+  nothing.
+
+This module imports nothing but the standard library, so the grader can run it in a student's kernel from its
+source text without importing labutils there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import types
+from collections.abc import Callable, Iterator
+from importlib import import_module
+
+
+class ForbiddenCall(RuntimeError):
+    """Raised by a labutils function switched off while a check runs the answer meant to replace it."""
+
+
+def resolve(path: str, load: bool = True) -> tuple[object, str, object] | None:
+    """``"labutils.tokens.Vocabulary.encode"`` → (the class Vocabulary, "encode", the function).
+
+    With ``load``, modules are imported (ImportError if the path names nothing); without, only modules
+    already loaded are looked at, and None says the object is not there.
+    """
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        if load:
+            try:
+                owner = import_module(name)
+            except ImportError:
+                continue
+        else:
+            owner = sys.modules.get(name)
+            if owner is None:
+                continue
+        try:
+            for attribute in parts[cut:-1]:
+                owner = getattr(owner, attribute)
+            return owner, parts[-1], getattr(owner, parts[-1])
+        except AttributeError:
+            if load:
+                raise
+            return None
+    if load:
+        raise ImportError(f"cannot resolve {path}")
+    return None
+
+
+def is_forbidden(dotted: str, forbidden: tuple[str, ...]) -> bool:
+    """Whether ``labutils.module.Qual.name`` is (or is inside) one of the forbidden paths or bare names."""
+    qualname = dotted.split(".", 2)[-1]
+    for path in forbidden:
+        if (
+            dotted == path
+            or dotted.startswith(path + ".")
+            or ("." not in path and qualname.split(".")[0] == path)
+        ):
+            return True
+    return False
+
+
+def package_module(filename: str, package: str, excluded: tuple[str, ...]) -> str | None:
+    """``"labutils.attention"`` for a file of the package (``package`` ends with the separator), else None.
+
+    Files under the ``excluded`` folders (the checks, the instructor's tools) count as not the package's.
+    """
+    real = os.path.realpath(filename)
+    if not real.startswith(package) or real.startswith(excluded):
+        return None
+    dotted = os.path.splitext(real[len(package) :])[0].replace(os.sep, ".")
+    return ("labutils." + dotted).removesuffix(".__init__")
+
+
+# ------------------------------------------------------------------------------------------ switching off
+
+
+class _Blocked:
+    """Stands in for a switched-off function: calling it, or reading an attribute of it, raises."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def _refuse(self):
+        raise ForbiddenCall(
+            f"your answer calls {self._path}, which this exercise asks you to write yourself "
+            "(it is switched off while the check runs)"
+        )
+
+    def __call__(self, *args, **kwargs):
+        self._refuse()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._refuse()
+
+
+def targets(forbidden: tuple[str, ...], answer: Callable) -> list[tuple[object, str, object]]:
+    """Every place a forbidden object is reachable from: its owner, re-exports, the answer's globals."""
+    spaces: list[object] = [m for name, m in sys.modules.items() if name.split(".")[0] == "labutils" and m]
+    answer_globals = getattr(answer, "__globals__", None)
+    found_all = []
+    for path in forbidden:
+        owner, name, original = resolve(path)
+        blocked = _Blocked(path)
+        found = {(id(owner), name): (owner, name, blocked)}
+        for space in spaces:
+            for attr, value in list(vars(space).items()):
+                if value is original:
+                    found[(id(space), attr)] = (space, attr, blocked)
+        if answer_globals is not None:
+            for attr, value in list(answer_globals.items()):
+                if value is original:
+                    found[(id(answer_globals), attr)] = (answer_globals, attr, blocked)
+        found_all.extend(found.values())
+    return found_all
+
+
+_INHERITED = object()  # an attribute a class inherits: restored by deleting the stand-in
+
+
+@contextlib.contextmanager
+def switched_off(places: list[tuple[object, str, object]]) -> Iterator[None]:
+    """Put the stand-ins of :func:`targets` in place for the block, then the originals back."""
+    saved = []
+    try:
+        for where, name, blocked in places:
+            if isinstance(where, dict):
+                saved.append((where, name, where[name]))
+                where[name] = blocked
+            else:
+                saved.append((where, name, vars(where).get(name, _INHERITED)))
+                setattr(where, name, blocked)
+        yield
+    finally:
+        for where, name, value in reversed(saved):
+            if isinstance(where, dict):
+                where[name] = value
+            elif value is _INHERITED:
+                delattr(where, name)
+            else:
+                setattr(where, name, value)
+
+
+# ------------------------------------------------------------------------------------------ watching
+
+
+def _unwrapped(answer: object) -> list[object]:
+    """The answer and what it wraps (partials, decorators, bound methods), then the class of an instance."""
+    chain = [answer]
+    for _ in range(10):
+        x = chain[-1]
+        if isinstance(x, functools.partial):
+            chain.append(x.func)
+        elif isinstance(x, types.MethodType):
+            chain.append(x.__func__)
+        elif isinstance(x, types.FunctionType) and hasattr(x, "__wrapped__"):
+            chain.append(x.__wrapped__)
+        else:
+            break
+    if chain[-1] is not None and not isinstance(chain[-1], (type, types.FunctionType)):
+        chain.append(type(chain[-1]))  # an instance: look at its class
+    return chain
+
+
+def watch(
+    name: str,
+    forbidden: tuple[str, ...],
+    package: str,
+    excluded: tuple[str, ...],
+    nonce: str,
+    mime: str,
+    namespace: dict,
+) -> None:
+    """Start watching the answer ``namespace[name]``; ``namespace["_labutils_grader_off"]()`` stops and reports.
+
+    The report, published as a display output of type ``mime``, is ``{"nonce", "defined", "is", "calls"}``:
+    whether the answer exists, the package objects it is (or wraps), and the package functions called from
+    the answer's own code while the watch was on. Stopping also forgets the grader's cells (those holding
+    ``nonce``) from ``linecache`` and the last exception, so the hidden tests leave no trace in the kernel.
+    """
+    modules: dict[str, str | None] = {}
+
+    def module_of(filename: str) -> str | None:
+        if filename not in modules:
+            modules[filename] = package_module(filename, package, excluded)
+        return modules[filename]
+
+    chain = _unwrapped(namespace.get(name))
+    found_objects = [(path, found[2]) for path in forbidden if (found := resolve(path, load=False))]
+    found, files = [], set()
+    for x in chain:
+        found += [path for path, target in found_objects if x is target]
+        if isinstance(x, types.FunctionType):
+            codes = [x.__code__]
+        elif isinstance(x, type):
+            codes = [getattr(v, "__func__", getattr(v, "fget", v)) for v in vars(x).values()]
+            codes = [f.__code__ for f in codes if isinstance(f, types.FunctionType)]
+            for klass in x.__mro__:
+                found += [path for path, target in found_objects if klass is target]
+                path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+                if path and module_of(path):
+                    found.append(module_of(path) + "." + klass.__qualname__)
+        else:
+            codes = []
+        for code in codes:
+            if module_of(code.co_filename):
+                found.append(module_of(code.co_filename) + "." + code.co_qualname)
+            else:
+                files.add(code.co_filename)
+    calls = set()
+
+    def trace(frame, event, arg):
+        if event == "call" and module_of(frame.f_code.co_filename):
+            caller = frame.f_back
+            while caller is not None:
+                if caller.f_code.co_filename in files:
+                    calls.add(module_of(frame.f_code.co_filename) + "." + frame.f_code.co_qualname)
+                    break
+                caller = caller.f_back
+        return None
+
+    def off() -> None:
+        sys.settrace(None)
+        import linecache
+
+        from IPython.display import display
+
+        for key, entry in list(linecache.cache.items()):  # forget the grader's cells: the hidden tests
+            if len(entry) > 2 and nonce in "".join(entry[2] or ()):
+                linecache.cache.pop(key, None)
+        for attr in ("last_type", "last_value", "last_traceback", "last_exc"):
+            if hasattr(sys, attr):
+                setattr(sys, attr, None)
+        namespace.pop("_labutils_grader_off", None)
+        verdict = {"nonce": nonce, "defined": chain[0] is not None, "is": found, "calls": sorted(calls)}
+        display({mime: verdict}, raw=True)
+
+    namespace["_labutils_grader_off"] = off
+    sys.settrace(trace)
+
+
+def copied(function: str, forbidden: tuple[str, ...], verdict: dict | None) -> str | None:
+    """Why an answer earns nothing because :func:`watch` saw it is, or calls, a forbidden object; else None."""
+    if not isinstance(verdict, dict):
+        return "the grader could not inspect your answer, so it earns no points (tell your instructor)"
+    if not verdict.get("defined"):
+        return None  # the check has already said so
+    for dotted in verdict.get("is") or []:
+        if isinstance(dotted, str) and is_forbidden(dotted, forbidden):
+            return f"`{function}` is `{dotted}` from the package, not your own code: 0 points"
+    for dotted in verdict.get("calls") or []:
+        if isinstance(dotted, str) and is_forbidden(dotted, forbidden):
+            return f"your answer calls `{dotted}`, which this exercise asks you to write yourself: 0 points"
+    return None

@@ -1,0 +1,202 @@
+"""Checks of notebook 06, translation: ``greedy_translate`` (6.1), ``series_log_probability`` (6.2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from labutils import decode as _decode
+from labutils import model as _model
+from labutils import tokens as _tokens
+from labutils.checks.compare import expect, fail, short
+from labutils.checks.core import Case, exercise, tiny_model
+from labutils.checks.transformer import PAIRS
+from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
+
+# ------------------------------------------------------------------------------------------ 6.1 greedy_translate
+
+
+def _steering_model(seed: int, eos_bias: float) -> _model.Seq2SeqTransformer:
+    """A small random model whose ``<eos>`` is made likelier: it stops after a few tokens, or at once."""
+    torch.manual_seed(seed)
+    model = tiny_model(d_model=32, n_heads=4, tie_embeddings=False)
+    model.generator.bias.data[EOS_IDX] += eos_bias
+    model.generator.bias.data[[PAD_IDX, SOS_IDX]] -= 100.0  # as a trained one, it never writes <pad> or <sos>
+    return model
+
+
+_SOURCES = ["tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)", "exp(-b*x)*sin(c*x)"]
+
+
+def _greedy_variant(model, source: str, max_len: int, stop=True, position=-1, history=True) -> str:
+    """Greedy decoding with one typical mistake switched on (the defaults decode right).
+
+    ``stop=False`` runs on past ``<eos>`` and spells every token (``<eos>`` and what follows included);
+    ``position=0`` reads the first position's logits; ``history=False`` feeds only the last token.
+    """
+    memory = model.encode(torch.tensor([_tokens.code(source, SOURCE_VOCAB)]))  # (1, Ls, d_model)
+    ys = [SOS_IDX]
+    for _ in range(max_len):
+        logits = model.decode(torch.tensor([ys if history else ys[-1:]]), memory)  # (1, L, V)
+        next_token = int(logits[0, position].argmax())
+        if stop and next_token == EOS_IDX:
+            break
+        ys.append(next_token)
+    if not stop:
+        return "".join(TARGET_VOCAB.itos[c] for c in ys[1:])
+    return TARGET_VOCAB.decode(ys[1:])
+
+
+def _greedy_translate_mistakes(model, source: str, max_len: int, expected: str):
+    return [
+        (
+            lambda expected=expected: "<sos>" + expected,
+            "leave <sos> out of the text: decode the tokens after it",
+        ),
+        (
+            lambda expected=expected: expected + "<eos>",
+            "leave <eos> out of the text: stop when the model writes it",
+        ),
+        (
+            lambda source=source: _decode.translate(model, [source], max_len=max_len + 1)[0],
+            f"one token too many: stop after max_len = {max_len} new tokens",
+        ),
+        (
+            lambda source=source: _decode.translate(model, [source], max_len=max_len - 1)[0],
+            f"one token too few: generate up to max_len = {max_len} new tokens",
+        ),
+        (
+            lambda source=source: _greedy_variant(model, source, max_len, stop=False),
+            "stop at the first <eos>: the series is finished there, and what the model "
+            "writes after it is not part of it",
+        ),
+        (
+            lambda source=source: _greedy_variant(model, source, max_len, position=0),
+            "take the logits of the last position, logits[0, -1]: position 0 predicts the "
+            "token after <sos> again at every step",
+        ),
+        (
+            lambda source=source: _greedy_variant(model, source, max_len, history=False),
+            "feed the decoder the whole sequence so far, not only the last token: unlike an "
+            "RNN it keeps no state between calls",
+        ),
+    ]
+
+
+def _translate_each_source(answer: Callable, args: tuple) -> list:
+    model, max_len = args
+    return [answer(model, source, max_len) for source in _SOURCES]
+
+
+def _greedy_translate_cases() -> dict[str, Case]:
+    models = {
+        "a random model (runs to max_len)": (_steering_model(1, 0.0), 12),
+        "a model that stops with <eos> after a few tokens": (_steering_model(3, 0.5), 30),
+        "a model that writes <eos> at once": (_steering_model(3, 100.0), 10),
+    }
+    return {name: Case(args, call=_translate_each_source) for name, args in models.items()}
+
+
+@exercise(
+    "06_translation.greedy_translate",
+    "6.1",
+    2,
+    (
+        "labutils.decode.greedy_decode",
+        "labutils.decode.translate",
+        "labutils.decode.beam_search",
+        "labutils.decode.translate_beams",
+    ),
+    cases=_greedy_translate_cases,
+)
+def greedy_translate(args: tuple, got: list) -> str:
+    model, max_len = args
+    for source, series in zip(_SOURCES, got, strict=True):
+        expected = _decode.translate(model, [source], max_len=max_len)[0]
+        expect(
+            series,
+            expected,
+            f"greedy_translate(model, {source!r}, max_len={max_len})",
+            mistakes=_greedy_translate_mistakes(model, source, max_len, expected),
+            hint="start from [<sos>], append the argmax of the last position's logits, stop at <eos> "
+            "or after max_len tokens; return TARGET_VOCAB.decode(the tokens after <sos>)",
+        )
+    return ""
+
+
+# ------------------------------------------------------------------------------------------ 6.2 series_log_probability
+
+
+def _log_probability(model, source: str, series: str) -> float:
+    src = torch.tensor([_tokens.code(source, SOURCE_VOCAB)])
+    tgt = torch.tensor([_tokens.code(series, TARGET_VOCAB)])
+    logp = model(src, tgt[:, :-1]).log_softmax(-1)  # (1, Lt, V)
+    return float(logp.gather(-1, tgt[:, 1:, None]).sum())
+
+
+def _log_probability_mistakes(model, source, series):
+    src = torch.tensor([_tokens.code(source, SOURCE_VOCAB)])
+    tgt = torch.tensor([_tokens.code(series, TARGET_VOCAB)])
+    logits = model(src, tgt[:, :-1])  # (1, Lt-1, V)
+    logp = logits.log_softmax(-1).gather(-1, tgt[:, 1:, None])[0, :, 0]  # (Lt-1,)
+    return [
+        (lambda: float(logp[:-1].sum()), "count <eos> too: the model must also choose to stop"),
+        (lambda: float(logp.mean()), "add the log-probabilities (sum), do not average them"),
+        (lambda: float(logp.exp().sum()), "add log-probabilities (log_softmax), not probabilities"),
+        (
+            lambda: float(logp.exp().prod()),
+            "this is the probability itself; return its logarithm, the sum of the log-probabilities",
+        ),
+        (
+            lambda: float(logits.log_softmax(-1).gather(-1, tgt[:, :-1, None]).sum()),
+            "score every position on the NEXT token: the decoder reads tgt[:, :-1] and its outputs "
+            "predict tgt[:, 1:], so gather tgt[:, 1:]",
+        ),
+        (
+            lambda: float(logits.log_softmax(1).gather(-1, tgt[:, 1:, None]).sum()),
+            "take log_softmax over the vocabulary, the last axis (dim=-1), not over the positions",
+        ),
+    ]
+
+
+def _series_log_probability_cases() -> dict[str, Case]:
+    model = _steering_model(4, 0.0)
+    return {
+        name: Case((model, source, series))
+        for name, (source, series) in {
+            "sin(a*x), its true series": PAIRS[1],
+            "the slide's example": PAIRS[0],
+            "a short wrong series": ("cosh(a*x)", "1+O(x**6)"),
+        }.items()
+    }
+
+
+@exercise(
+    "06_translation.series_log_probability",
+    "6.2",
+    1,
+    ("labutils.decode.beam_search", "labutils.decode.translate_beams"),
+    cases=_series_log_probability_cases,
+)
+def series_log_probability(args: tuple, got) -> str:
+    model, source, series = args
+    expected = _log_probability(model, source, series)
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = float(got)
+    if not isinstance(got, float):
+        fail(f"return a number (a float), got {type(got).__name__} {short(got)}")
+    if not math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-4):
+        hint = next(
+            (
+                h
+                for make, h in _log_probability_mistakes(model, source, series)
+                if (value := make()) != 0.0 and math.isclose(got, value, rel_tol=1e-4)
+            ),
+            None,
+        )
+        shown = f"{got:.4f}" if got == 0.0 or abs(got) >= 1e-3 else f"{got:.4g}"
+        too = "high" if got > expected else "low"
+        fail(f"got {shown}, which is too {too}" + (f". Hint: {hint}" if hint else ""))
+    return f"{expected:.3f}"

@@ -1,0 +1,159 @@
+"""The instructor's commands: ``student``, ``release``, ``figures`` and ``grade`` (see :mod:`labutils.instructor`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from labutils.cli.common import UsageError, positive_float, positive_int
+
+
+def add_student(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 listing what differs")
+    parser.add_argument("--source", default="solutions", help="folder of the solution notebooks")
+    parser.add_argument("--out", default="notebooks", help="folder of the student notebooks")
+
+
+def run_student(args: argparse.Namespace) -> int:
+    from labutils.instructor import release
+
+    if not Path(args.source).is_dir():
+        raise UsageError(f"--source {args.source}: no such folder (run from the repository root)")
+    if Path(args.out).resolve() == Path(args.source).resolve():
+        raise UsageError("--out must differ from --source: the student versions would replace the solutions")
+    try:
+        if args.check:
+            problems = release.differences(args.source, args.out)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                fix = f"python -m labutils student --source {args.source} --out {args.out}"
+                print(f"to update them: {fix}", file=sys.stderr)
+            return 1 if problems else 0
+        written, removed = release.write(args.source, args.out)
+    except release.ReleaseError as error:
+        raise UsageError(str(error)) from None
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    for path in removed:
+        print(f"removed {path} (no source)", file=sys.stderr)
+    if not written and not removed:
+        print(f"{args.out} is up to date", file=sys.stderr)
+    return 0
+
+
+def add_release(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="new folder: student notebooks, a wheel, a README")
+    parser.add_argument("--source", default="solutions", help="folder of the solution notebooks")
+
+
+def run_release(args: argparse.Namespace) -> int:
+    from labutils.instructor import release
+
+    project = Path(__file__).resolve().parents[2]
+    if not Path(args.source).is_dir():
+        raise UsageError(f"--source {args.source}: no such folder (run from the repository root)")
+    try:
+        files = release.release(args.source, args.out, project)
+    except release.ReleaseError as error:
+        raise UsageError(str(error)) from None
+    for path in files:
+        print(path)
+    print(
+        f"{args.out}: hand this folder to students; it holds no solutions and no hidden tests",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_figures(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="figures", help="folder for the PNG/SVG files and manifest.json")
+    parser.add_argument("--checkpoint", metavar="PATH", help="weights file or run folder (default: shipped)")
+    parser.add_argument("--expr", nargs="+", metavar="EXPR", help="expressions (default: the lecture's two)")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds for each sympy check")
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, whatever the display
+    from labutils.instructor import figures
+    from labutils.model import WeightsError, load_weights
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, expected a folder")
+    try:
+        weights = figures.find_weights(args.checkpoint)
+        model = load_weights(weights.path)
+        expressions = figures.read_expressions(args.expr or figures.LECTURE_EXPRESSIONS, model)
+    except (WeightsError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"figures of {weights.name} into {out}/", file=sys.stderr)
+    echo = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    manifest = figures.make_figures(out, weights, expressions, model, args.timeout, echo=echo)
+    print(f"wrote {len(manifest['files'])} files and {out / figures.MANIFEST}", file=sys.stderr)
+    return 0
+
+
+def add_grade(parser: argparse.ArgumentParser) -> None:
+    from labutils.instructor.grading import Limits
+
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="submitted notebooks, or folders to search")
+    parser.add_argument("--source", help="source notebooks, with their checks (default: solutions/)")
+    parser.add_argument("--out", default="grades.csv", help="one row per submission and exercise")
+    parser.add_argument(
+        "--feedback", help="folder for one feedback file per submission (default: feedback/ next to --out)"
+    )
+    parser.add_argument("--timeout", type=positive_float, default=Limits.timeout, help="seconds per cell")
+    parser.add_argument(
+        "--long-timeout",
+        type=positive_float,
+        default=Limits.long_timeout,
+        help="seconds per cell tagged long",
+    )
+    parser.add_argument(
+        "--memory", type=positive_float, default=Limits.memory_mb, help="MB of resident memory per submission"
+    )
+    parser.add_argument(
+        "--max-output", type=positive_float, default=Limits.output_mb, help="MB of output per submission"
+    )
+    parser.add_argument("--jobs", type=positive_int, default=1, help="submissions graded at once")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue --out: grade only what it lacks")
+    again.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def run_grade(args: argparse.Namespace) -> int:
+    import signal
+
+    from labutils.instructor import grading
+
+    limits = grading.Limits(args.timeout, args.long_timeout, args.memory, args.max_output)
+    # A plain kill stops the grader like Ctrl-C: the students' kernels are killed with it.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        report = grading.grade(
+            args.paths,
+            source=args.source or grading.DEFAULT_SOURCE,
+            out=args.out,
+            feedback=args.feedback,
+            limits=limits,
+            jobs=args.jobs,
+            resume=args.resume,
+            force=args.force,
+        )
+    except grading.GradingError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(report.summary)
+    print(
+        f"graded {report.graded} submission(s), skipped {report.skipped} already graded; "
+        f"wrote {args.out} and {grading.totals_path(args.out)}",
+        file=sys.stderr,
+    )
+    for problem in report.problems:
+        print(f"not fully graded: {problem}", file=sys.stderr)
+    return report.status

@@ -1,0 +1,14 @@
+"""Tools for the course's staff: grading submissions, the student release, the slide figures.
+
+* :mod:`~labutils.instructor.grading`: ``python -m labutils grade``, each submission in its own kernel;
+* :mod:`~labutils.instructor.release`: ``python -m labutils student`` and ``release``, the student notebooks
+  made from ``solutions/`` and the release checked for leaks;
+* :mod:`~labutils.instructor.figures`: ``python -m labutils figures``, the slides' and README's figures.
+
+They are built on the core and on :mod:`labutils.checks`; nothing in the core, the checks or the widgets
+imports them (``make test`` holds this with import-linter contracts).
+
+They ship in the student wheel: it is the same package the instructor installs, the release builds it with
+``pip wheel`` from this repository, and nothing here is secret. The solutions and hidden tests live in
+``solutions/``, which no wheel holds (the release's leak check looks for them in every file it hands out).
+"""

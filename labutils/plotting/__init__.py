@@ -1,0 +1,20 @@
+"""Plots for the lesson: attention heatmaps and grids, masks, loss curves, positional encodings.
+
+Plotting draws the arrays and token lists it is given (NumPy arrays or torch tensors), so it works for any
+attention map, not only this package's model. The conventions are the lecture's:
+
+* attention weights are ``(Lq, Lk)``: queries are rows (y axis), keys are columns (x axis);
+* a mask is True where attention is not allowed (``<pad>``, future keys), as in ``labutils.tokens``;
+* masked cells are drawn hatched on grey, never as zeros that would read as weak attention;
+* the colour map (``viridis``) grows steadily lighter, so maps read in grey scale and for colour-blind eyes;
+* each function returns its Figure, draws into ``ax`` if given, and writes ``save="name.png"`` (.svg, .pdf).
+
+``attn``, the dict of ``labutils.attention_for``, can be passed whole: ``plot_attention(attn, kind="cross",
+layer=1, head=2)`` takes the layer's weights and the token lists of that kind from it.
+"""
+
+from labutils.plotting.curves import plot_losses, plot_positional_encoding
+from labutils.plotting.heatmaps import KINDS as KINDS
+from labutils.plotting.heatmaps import plot_attention, plot_attention_grid, plot_mask
+
+__all__ = ["plot_attention", "plot_attention_grid", "plot_mask", "plot_losses", "plot_positional_encoding"]

@@ -1,0 +1,161 @@
+"""Training curves and positional encodings: a run's losses and accuracy, and an encoding as a heatmap."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from labutils.plotting.canvas import (
+    _CELLS,
+    _COLOURS,
+    _check_index,
+    _check_save,
+    _figure,
+    _finish,
+    _root,
+    _to_numpy,
+)
+
+_STYLES = ("-", "--", "-.", ":")
+
+
+def plot_losses(log: str | Path, ax: Axes | None = None, save: str | Path | None = None) -> Figure:
+    """Train and validation loss against step (log scale), and validation exact match on a second axis.
+
+    ``log`` is a run's ``log.csv`` or the run folder holding it (columns ``step,…,train_loss,val_loss,
+    val_exact,…``, as ``labutils.train`` writes them; empty cells are skipped).
+    """
+    save_path = _check_save(save)
+    path, columns = _read_log(log)
+    fig, ax, _ = _figure(ax, ((8.0, 4.8), None))
+    step = columns["step"]
+    lines = []
+    for name, label, colour, marker in (
+        ("train_loss", "train loss", _COLOURS[0], None),
+        ("val_loss", "validation loss", _COLOURS[1], "o"),
+    ):
+        keep = np.isfinite(columns[name]) & (columns[name] > 0)  # log scale: only positive losses
+        lines += ax.plot(
+            step[keep], columns[name][keep], color=colour, marker=marker, ms=3.5, lw=1.4, label=label
+        )
+    if any(line.get_xydata().size for line in lines):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (cross-entropy, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+    exact_ax = ax.twinx()
+    exact = columns["val_exact"]
+    keep = np.isfinite(exact)
+    style = {"color": _COLOURS[2], "marker": "s", "ms": 3.5, "lw": 1.4, "ls": "--"}
+    lines += exact_ax.plot(step[keep], exact[keep], label="validation exact match", **style)
+    exact_ax.set_ylim(0, max(1.0, float(np.max(exact[keep], initial=0)) * 1.05))
+    exact_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    exact_ax.set_ylabel("validation exact match", color=_COLOURS[2])
+    ax.legend(handles=lines, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False, fontsize=8)
+    ax.set_title(f"training run: {path.parent.name or path.name}", pad=24)
+    return _finish(fig, save_path)
+
+
+def plot_positional_encoding(
+    pe,
+    ax: Axes | Sequence[Axes] | None = None,
+    save: str | Path | None = None,
+    *,
+    dims: Sequence[int] | None = None,
+    cmap: str = "RdBu_r",
+    title: str = "positional encoding",
+) -> Figure:
+    """A ``(max_len, d_model)`` encoding as a heatmap (positions down, dimensions across) centred at 0.
+
+    ``dims`` adds a panel below with those dimensions as curves against position; ``ax`` is then a pair of
+    Axes (heatmap, curves). Leading or middle axes of size 1 (``(1, max_len, d_model)`` buffers) are dropped.
+    """
+    save_path = _check_save(save)
+    pe = _to_numpy(pe).astype(float)
+    if pe.ndim == 3 and 1 in pe.shape[:2]:
+        pe = pe.reshape(-1, pe.shape[-1])
+    if pe.ndim != 2:
+        raise ValueError(f"a positional encoding is (max_len, d_model); got shape {tuple(pe.shape)}")
+    dims = [] if dims is None else [_check_index(d, pe.shape[1], "dimension", "d_model is") for d in dims]
+    if ax is None:
+        if dims:
+            fig, (heat_ax, curve_ax) = plt.subplots(
+                2, 1, figsize=(8, 8.5), layout="constrained", gridspec_kw={"height_ratios": (2, 1)}
+            )
+        else:
+            fig, heat_ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    else:
+        given = [ax] if isinstance(ax, Axes) else list(ax)
+        if len(given) != (2 if dims else 1):
+            raise ValueError(
+                "ax is one Axes for the heatmap, or a pair (heatmap, curves) when dims are given"
+            )
+        heat_ax, curve_ax = given[0], given[-1]
+        fig = _root(heat_ax.figure)
+    limit = float(np.nanmax(np.abs(pe), initial=0.0)) or 1.0
+    image = heat_ax.imshow(pe, cmap=cmap, vmin=-limit, vmax=limit, **_CELLS)
+    fig.colorbar(image, ax=heat_ax, label="value")
+    heat_ax.set_xlabel("dimension (0 … d_model − 1)")
+    heat_ax.set_ylabel("position")
+    heat_ax.set_title(title, pad=22 if dims else 6)
+    for i, d in enumerate(dims):
+        colour = _COLOURS[i % len(_COLOURS)]
+        # An arrow above the heatmap points at the column that each curve below draws.
+        where = {"xycoords": ("data", "axes fraction"), "xytext": (0, 12), "textcoords": "offset points"}
+        arrow = {"arrowprops": {"arrowstyle": "-|>", "color": colour}, "ha": "center", "va": "bottom"}
+        heat_ax.annotate(str(d), (d, 1), fontsize=7, color=colour, **where, **arrow)
+        style = {"color": colour, "ls": _STYLES[i % len(_STYLES)], "lw": 1.4}
+        curve_ax.plot(np.arange(pe.shape[0]), pe[:, d], label=f"dimension {d}", **style)
+    if dims:
+        curve_ax.set_xlabel("position")
+        curve_ax.set_ylabel("value")
+        curve_ax.set_xlim(0, pe.shape[0] - 1)
+        curve_ax.grid(True, alpha=0.3)
+        curve_ax.legend(
+            loc="lower left", bbox_to_anchor=(0, 1), ncols=min(len(dims), 4), fontsize=8, frameon=False
+        )
+    return _finish(fig, save_path)
+
+
+def _read_log(log) -> tuple[Path, dict[str, np.ndarray]]:
+    path = Path(log)
+    if path.is_dir():
+        path = path / "log.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no training log at {path}: give a run's log.csv or the run folder holding it"
+        )
+    needed = ("step", "train_loss", "val_loss", "val_exact")
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        fields = reader.fieldnames or []
+        missing = [name for name in needed if name not in fields]
+        if missing:
+            raise ValueError(
+                f"{path} lacks column(s) {', '.join(missing)}; it has: {', '.join(fields) or 'no header'}"
+            )
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows yet: no validation has run")
+
+    def number(row_number, name, text):
+        if text is None or not text.strip():
+            return math.nan  # a step without this value
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{path}, row {row_number}, column {name}: {text!r} is not a number") from None
+
+    columns = {
+        name: np.array([number(i + 2, name, row[name]) for i, row in enumerate(rows)]) for name in needed
+    }
+    return path, columns
