@@ -273,7 +273,8 @@ def outside_family(expr: sp.Expr) -> str | None:
             reasons.append(f"the term {expression_text(term)} holds no function of x")
             continue
         number, _ = term.as_coeff_Mul()
-        if number != 1 and not (number == -1 and len(terms) == 2):  # a - b prints as -b + a
+        # a - b reads as -b + a, and a + a as 2*a
+        if number != 1 and not (number == -1 and len(terms) == 2 or number == 2 and len(terms) == 1):
             reasons.append(f"the factor {expression_text(number)} stands outside the functions")
     for factor in factors:
         if not factor.has(x):
@@ -284,7 +285,8 @@ def outside_family(expr: sp.Expr) -> str | None:
         elif base.func.__name__ not in FUNCTION_NAMES or len(base.args) != 1:
             reasons.append(f"{expression_text(factor)} is not a function of the family")
         else:
-            if not (power.is_Integer and 1 <= abs(power) <= 3):
+            largest = 3 if n_functions > 1 else 6  # sympy reads sin(x)**3*sin(x)**3 as sin(x)**6
+            if not (power.is_Integer and 1 <= abs(power) <= largest):
                 reasons.append(f"the power {power} of {expression_text(base)}; the family's powers are 2 and 3")
             k = sp.cancel(base.args[0] / x)
             if k.has(x) or not _family_coefficient(k, exp=base.func == sp.exp):

@@ -211,6 +211,7 @@ def test_a_function_name_needs_its_parenthesis():
         ("sin(n*x)", "the symbol n"),
         ("sin(a*x)*cos(b*x)*tan(c*x)", "3 symbols"),
         ("sin(a*x)**7", "the power 7"),
+        ("3*sin(a*x)", "the factor 3"),
     ],
 )
 def test_outside_the_family_says_why(text, why):
