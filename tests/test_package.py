@@ -81,6 +81,8 @@ def test_wheel_ships_the_data(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for split in ["train", "validation", "test", "structures"]:
         assert f"labutils/datasets/{split}.tsv.gz" in names
+    for package in ["checks", "cli", "instructor", "plotting"]:  # every subpackage, not only the top one
+        assert f"labutils/{package}/__init__.py" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (

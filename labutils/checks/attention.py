@@ -13,13 +13,13 @@ from labutils.checks.compare import expect, fail, matches, pair
 from labutils.checks.core import Case, exercise, randn
 
 #: What attention may not use: the package's attention, and PyTorch's.
-_ATTENTION = (
+_ATTENTION_REPLACES = (
     "labutils.attention.scaled_dot_product_attention",
     "torch.nn.functional.scaled_dot_product_attention",
     "labutils.attention.MultiHeadAttention",
 )
 
-# ------------------------------------------------------------------------------------------ 4.1 attention
+# --------------------------------------------------------------------------------------------- 4.1 attention
 
 #: The lecture's two-token example, with numbers: q1, q2 / k1, k2 / v1, v2 as rows.
 TWO_TOKENS = {
@@ -81,7 +81,7 @@ def _attention_cases() -> dict[str, Case]:
     }
 
 
-@exercise("04_attention.attention", "4.1", 2, _ATTENTION, cases=_attention_cases)
+@exercise("04_attention.attention", "4.1", 2, _ATTENTION_REPLACES, cases=_attention_cases)
 def attention(args: tuple, got) -> str:
     Q, K, V = args
     out, weights = _attention.scaled_dot_product_attention(Q, K, V)
@@ -96,7 +96,7 @@ def attention(args: tuple, got) -> str:
     return "weights and out equal PyTorch's scaled_dot_product_attention"
 
 
-# ------------------------------------------------------------------------------------------ 4.2 masked_attention
+# -------------------------------------------------------------------------------------- 4.2 masked_attention
 
 
 def _masked_case(seed: int, front: tuple[int, ...], Lq: int, Lk: int, d: int, mask: torch.Tensor):
@@ -146,7 +146,7 @@ def _masked_attention_mistakes(Q, K, V, mask):
     ]
 
 
-@exercise("04_attention.masked_attention", "4.2", 2, _ATTENTION, cases=_masked_attention_cases)
+@exercise("04_attention.masked_attention", "4.2", 2, _ATTENTION_REPLACES, cases=_masked_attention_cases)
 def masked_attention(args: tuple, got) -> str:
     Q, K, V, mask = args
     out, weights = _attention.scaled_dot_product_attention(Q, K, V, mask)
@@ -157,7 +157,7 @@ def masked_attention(args: tuple, got) -> str:
     return "equal to PyTorch's scaled_dot_product_attention with attn_mask=~mask"
 
 
-# ------------------------------------------------------------------------------------------ 4.3 causal_mask
+# ------------------------------------------------------------------------------------------- 4.3 causal_mask
 
 
 def _causal_mask_mistakes(L: int, expected: torch.Tensor):
@@ -190,20 +190,21 @@ def _causal_mask_mistakes(L: int, expected: torch.Tensor):
     ]
 
 
-@exercise(
-    "04_attention.causal_mask",
-    "4.3",
-    1,
-    ("labutils.attention.causal_mask", "labutils.attention._causal_mask"),
-    cases=lambda: {f"L = {L}": Case((L,)) for L in (4, 1, 7)},
-)
+def _causal_mask_cases() -> dict[str, Case]:
+    return {f"L = {L}": Case((L,)) for L in (4, 1, 7)}
+
+
+_CAUSAL_MASK_REPLACES = ("labutils.attention.causal_mask", "labutils.attention._causal_mask")
+
+
+@exercise("04_attention.causal_mask", "4.3", 1, _CAUSAL_MASK_REPLACES, cases=_causal_mask_cases)
 def causal_mask(args: tuple, got) -> None:
     (L,) = args
     expected = _attention.causal_mask(L)
     expect(got, expected, f"causal_mask({L})", mistakes=_causal_mask_mistakes(L, expected))
 
 
-# ------------------------------------------------------------------------------------------ 4.4 split_heads
+# ------------------------------------------------------------------------------------------- 4.4 split_heads
 
 
 def _split_heads_mistakes(x: torch.Tensor, H: int):
@@ -244,13 +245,10 @@ def _split_heads_cases() -> dict[str, Case]:
     return cases
 
 
-@exercise(
-    "04_attention.split_heads",
-    "4.4",
-    1,
-    ("labutils.attention.MultiHeadAttention.split_heads",),
-    cases=_split_heads_cases,
-)
+_SPLIT_HEADS_REPLACES = ("labutils.attention.MultiHeadAttention.split_heads",)
+
+
+@exercise("04_attention.split_heads", "4.4", 1, _SPLIT_HEADS_REPLACES, cases=_split_heads_cases)
 def split_heads(args: tuple, got) -> None:
     x, H = args
     expected = _attention.MultiHeadAttention(x.size(-1), H).split_heads(x)

@@ -14,7 +14,7 @@ from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCA
 #: The slide's example ``tan(hx)+sinh(gx)``, coded and delimited.
 SLIDE_CODES = [1, 34, 3, 29, 36, 4, 7, 33, 3, 28, 36, 4, 2]
 
-# ------------------------------------------------------------------------------------------ 2.1 encode
+# ------------------------------------------------------------------------------------------------ 2.1 encode
 
 
 def _encode_mistakes(expected: list[int]):
@@ -41,13 +41,10 @@ def _encode_cases() -> dict[str, Case]:
     return {name: Case((text, dict(vocab.stoi))) for name, (text, vocab) in cases.items()}
 
 
-@exercise(
-    "02_coding_and_padding.encode",
-    "2.1",
-    1,
-    ("labutils.tokens.code", "labutils.tokens.Vocabulary.encode"),
-    cases=_encode_cases,
-)
+_ENCODE_REPLACES = ("labutils.tokens.code", "labutils.tokens.Vocabulary.encode")
+
+
+@exercise("02_coding_and_padding.encode", "2.1", 1, _ENCODE_REPLACES, cases=_encode_cases)
 def encode(args: tuple, got) -> str:
     text, stoi = args
     vocab = SOURCE_VOCAB if stoi == SOURCE_VOCAB.stoi else TARGET_VOCAB
@@ -56,7 +53,7 @@ def encode(args: tuple, got) -> str:
     return ", ".join(map(str, expected)) if len(expected) < 16 else ""
 
 
-# ------------------------------------------------------------------------------------------ 2.2 pad_codes
+# --------------------------------------------------------------------------------------------- 2.2 pad_codes
 
 
 def _pad_mistakes(codes, length, layout):
@@ -132,7 +129,7 @@ def pad_codes(args: tuple, got) -> str:
     return ", ".join(map(str, expected)) if layout == "lecture" and length == 16 else ""
 
 
-# ------------------------------------------------------------------------------------------ 2.3 make_batch
+# -------------------------------------------------------------------------------------------- 2.3 make_batch
 
 
 def _make_batch_cases() -> dict[str, Case]:
@@ -144,13 +141,10 @@ def _make_batch_cases() -> dict[str, Case]:
     return {name: Case(([list(s) for s in sequences],)) for name, sequences in batches.items()}
 
 
-@exercise(
-    "02_coding_and_padding.make_batch",
-    "2.3",
-    2,
-    ("labutils.tokens.pad_batch", "labutils.tokens.collate"),
-    cases=_make_batch_cases,
-)
+_MAKE_BATCH_REPLACES = ("labutils.tokens.pad_batch", "labutils.tokens.collate")
+
+
+@exercise("02_coding_and_padding.make_batch", "2.3", 2, _MAKE_BATCH_REPLACES, cases=_make_batch_cases)
 def make_batch(args: tuple, got) -> str:
     (sequences,) = args
     codes, mask = _tokens.pad_batch(sequences)

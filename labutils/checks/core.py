@@ -104,7 +104,7 @@ def tiny_model(**changes) -> Seq2SeqTransformer:
     return Seq2SeqTransformer(ModelConfig(**{**fields, **changes})).eval()
 
 
-# ------------------------------------------------------------------------------------------ results
+# --------------------------------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -197,7 +197,7 @@ class CheckResult:
         return {"text/plain": self.feedback(), "text/html": self.html(), MIME_TYPE: self.payload()}
 
 
-# ------------------------------------------------------------------------------------------ publishing
+# ------------------------------------------------------------------------------------------------ publishing
 
 _captures: list[list[CheckResult]] = []
 
@@ -231,7 +231,7 @@ def _under_nbgrader() -> bool:
     return os.environ.get("NBGRADER_EXECUTION", "").lower() in ("autograde", "validate")
 
 
-# ------------------------------------------------------------------------------------------ the answer
+# ------------------------------------------------------------------------------------------------ the answer
 
 
 class _NotAttempted(Exception):
@@ -299,7 +299,7 @@ def _test(result: CheckResult, name: str, body: Callable[[], str | None]) -> Non
         result.add(name, True, message or "")
 
 
-# ------------------------------------------------------------------------------------------ exercises
+# ------------------------------------------------------------------------------------------------- exercises
 
 #: Every exercise by grade_id.
 EXERCISES: dict[str, Exercise] = {}

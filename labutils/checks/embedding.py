@@ -14,7 +14,7 @@ from labutils.checks.compare import expect
 from labutils.checks.core import Case, exercise, tiny_model
 from labutils.tokens import SOURCE_VOCAB
 
-# ------------------------------------------------------------------------------------------ 3.1 sinusoidal_encoding
+# ----------------------------------------------------------------------------------- 3.1 sinusoidal_encoding
 
 
 def _sinusoid(max_len: int, d_model: int) -> torch.Tensor:
@@ -71,13 +71,10 @@ def _sinusoidal_cases() -> dict[str, Case]:
     }
 
 
-@exercise(
-    "03_embedding.sinusoidal_encoding",
-    "3.1",
-    2,
-    ("labutils.model.SinusoidalPositionalEncoding",),
-    cases=_sinusoidal_cases,
-)
+_SINUSOIDS_REPLACES = ("labutils.model.SinusoidalPositionalEncoding",)
+
+
+@exercise("03_embedding.sinusoidal_encoding", "3.1", 2, _SINUSOIDS_REPLACES, cases=_sinusoidal_cases)
 def sinusoidal_encoding(args: tuple, got) -> None:
     max_len, d_model = args
     expect(
@@ -90,7 +87,7 @@ def sinusoidal_encoding(args: tuple, got) -> None:
     )
 
 
-# ------------------------------------------------------------------------------------------ 3.2 embed
+# ------------------------------------------------------------------------------------------------- 3.2 embed
 
 
 def _embed_mistakes(codes: torch.Tensor, table: torch.Tensor, pe: torch.Tensor):
@@ -140,7 +137,7 @@ def embed(args: tuple, got) -> str:
     return f"shape {tuple(expected.shape)}"
 
 
-# ------------------------------------------------------------------------------------------ 3.3 project_2d
+# -------------------------------------------------------------------------------------------- 3.3 project_2d
 
 
 def _pca(X: torch.Tensor) -> torch.Tensor:

@@ -91,7 +91,7 @@ def package_module(filename: str, package: str, excluded: tuple[str, ...]) -> st
     return ("labutils." + dotted).removesuffix(".__init__")
 
 
-# ------------------------------------------------------------------------------------------ switching off
+# --------------------------------------------------------------------------------------------- switching off
 
 
 class _Blocked:
@@ -162,7 +162,7 @@ def switched_off(places: list[tuple[object, str, object]]) -> Iterator[None]:
                 setattr(where, name, value)
 
 
-# ------------------------------------------------------------------------------------------ watching
+# -------------------------------------------------------------------------------------------------- watching
 
 
 def _unwrapped(answer: object) -> list[object]:

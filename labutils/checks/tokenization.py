@@ -107,13 +107,14 @@ def _split_tokens_mistakes(expected: list[str]):
     ]
 
 
-@exercise(
-    "01_tokenization.split_tokens",
-    "1.1",
-    2,
-    ("labutils.tokens.tokenize", "labutils.tokens.TOKEN_PATTERN"),
-    cases=lambda: {name: Case((text,)) for name, text in _TOKENIZE_CASES.items()},
-)
+def _split_tokens_cases() -> dict[str, Case]:
+    return {name: Case((text,)) for name, text in _TOKENIZE_CASES.items()}
+
+
+_SPLIT_TOKENS_REPLACES = ("labutils.tokens.tokenize", "labutils.tokens.TOKEN_PATTERN")
+
+
+@exercise("01_tokenization.split_tokens", "1.1", 2, _SPLIT_TOKENS_REPLACES, cases=_split_tokens_cases)
 def split_tokens(args: tuple, got) -> str:
     (text,) = args
     expected = _tokens.tokenize(text)
@@ -128,7 +129,7 @@ def split_tokens(args: tuple, got) -> str:
     return f"{len(expected)} tokens"
 
 
-# ------------------------------------------------------------------------------------------ 1.2 build_vocabulary
+# -------------------------------------------------------------------------------------- 1.2 build_vocabulary
 
 _SLIDE_TOKENS = ["tan", "(", "h", "*", "x", ")", "+", "sinh", "(", "g", "*", "x", ")"]
 
@@ -189,13 +190,10 @@ def _the_lecture_vocabulary(args: tuple, got) -> str:
     return f"{len(SOURCE_VOCAB)} entries, as on the slide"
 
 
-@exercise(
-    "01_tokenization.build_vocabulary",
-    "1.2",
-    2,
-    ("labutils.tokens.Vocabulary",),
-    cases=_build_vocabulary_cases,
-)
+_VOCABULARY_REPLACES = ("labutils.tokens.Vocabulary",)
+
+
+@exercise("01_tokenization.build_vocabulary", "1.2", 2, _VOCABULARY_REPLACES, cases=_build_vocabulary_cases)
 def build_vocabulary(args: tuple, got) -> None:
     (token_lists,) = args
     expect(got, _vocabulary(token_lists), "build_vocabulary", mistakes=_vocabulary_mistakes(token_lists))

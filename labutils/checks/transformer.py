@@ -32,7 +32,7 @@ def _distinct_norms(layer: torch.nn.Module, seed: int) -> torch.nn.Module:
     return layer
 
 
-# ------------------------------------------------------------------------------------------ 5.1 encoder_layer_forward
+# --------------------------------------------------------------------------------- 5.1 encoder_layer_forward
 
 
 def _encoder_variant(
@@ -78,27 +78,24 @@ def _encoder_layer_mistakes(layer, x, mask):
     ]
 
 
-def _encoder_layer_cases() -> dict[str, Case]:
+def _encoder_cases() -> dict[str, Case]:
     layer = _distinct_norms(_model.EncoderLayer(16, 2, 32, dropout=0.0).eval(), seed=12)
     x = randn(2, 5, 16, seed=7)
     pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
     return {"no padding": Case((layer, x, None)), "with a padding mask": Case((layer, x, pad))}
 
 
-@exercise(
-    "05_transformer.encoder_layer_forward",
-    "5.1",
-    2,
-    ("labutils.model.EncoderLayer.forward",),
-    cases=_encoder_layer_cases,
-)
+_ENCODER_REPLACES = ("labutils.model.EncoderLayer.forward",)
+
+
+@exercise("05_transformer.encoder_layer_forward", "5.1", 2, _ENCODER_REPLACES, cases=_encoder_cases)
 def encoder_layer_forward(args: tuple, got) -> None:
     layer, x, mask = args
     expected, _ = layer(x, mask)
     expect(got, expected, "encoder_layer_forward", mistakes=_encoder_layer_mistakes(layer, x, mask))
 
 
-# ------------------------------------------------------------------------------------------ 5.2 decoder_layer_forward
+# --------------------------------------------------------------------------------- 5.2 decoder_layer_forward
 
 _CAUSAL_HINT = "the self-attention must be causal (causal=True): no position may read later tokens"
 
@@ -185,7 +182,7 @@ def _earlier_outputs_unchanged(args: tuple, got) -> None:
         fail(f"expected a tensor of shape {tuple(x.shape)}, got {short(before)}")
 
 
-def _decoder_layer_cases() -> dict[str, Case]:
+def _decoder_cases() -> dict[str, Case]:
     layer = _distinct_norms(_model.DecoderLayer(16, 2, 32, dropout=0.0).eval(), seed=13)
     x = randn(2, 4, 16, seed=8)
     memories = {6: randn(2, 6, 16, seed=9), 4: randn(2, 4, 16, seed=11)}  # Ls: memory
@@ -210,20 +207,17 @@ def _decoder_layer_cases() -> dict[str, Case]:
     }
 
 
-@exercise(
-    "05_transformer.decoder_layer_forward",
-    "5.2",
-    2,
-    ("labutils.model.DecoderLayer.forward",),
-    cases=_decoder_layer_cases,
-)
+_DECODER_REPLACES = ("labutils.model.DecoderLayer.forward",)
+
+
+@exercise("05_transformer.decoder_layer_forward", "5.2", 2, _DECODER_REPLACES, cases=_decoder_cases)
 def decoder_layer_forward(args: tuple, got) -> None:
     layer, x, memory, s, tm = args
     expected, _, _ = layer(x, memory, s, tm)
     expect(got, expected, "decoder_layer_forward", mistakes=_decoder_layer_mistakes(layer, x, memory, s, tm))
 
 
-# ------------------------------------------------------------------------------------------ 5.3 teacher_forcing_loss
+# ---------------------------------------------------------------------------------- 5.3 teacher_forcing_loss
 
 
 def _batch_of(pairs):
@@ -313,19 +307,13 @@ def _teacher_forcing_mistakes(model, src, tgt, spm, tpm):
     ]
 
 
-def _teacher_forcing_cases() -> dict[str, Case]:
+def _loss_cases() -> dict[str, Case]:
     model = tiny_model()
     pairs = {"one pair": PAIRS[1:2], "a padded batch of three": PAIRS}
     return {name: Case((model, *_batch_of(batch))) for name, batch in pairs.items()}
 
 
-@exercise(
-    "05_transformer.teacher_forcing_loss",
-    "5.3",
-    2,
-    ("labutils.train.evaluate",),
-    cases=_teacher_forcing_cases,
-)
+@exercise("05_transformer.teacher_forcing_loss", "5.3", 2, ("labutils.train.evaluate",), cases=_loss_cases)
 def teacher_forcing_loss(args: tuple, got) -> str:
     model, src, tgt, spm, tpm = args
     expected = _loss(model, src, tgt, spm, tpm)

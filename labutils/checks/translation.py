@@ -15,7 +15,7 @@ from labutils.checks.core import Case, exercise, tiny_model
 from labutils.checks.transformer import PAIRS
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
-# ------------------------------------------------------------------------------------------ 6.1 greedy_translate
+# -------------------------------------------------------------------------------------- 6.1 greedy_translate
 
 
 def _steering_model(seed: int, eos_bias: float) -> _model.Seq2SeqTransformer:
@@ -90,7 +90,7 @@ def _translate_each_source(answer: Callable, args: tuple) -> list:
     return [answer(model, source, max_len) for source in _SOURCES]
 
 
-def _greedy_translate_cases() -> dict[str, Case]:
+def _greedy_cases() -> dict[str, Case]:
     models = {
         "a random model (runs to max_len)": (_steering_model(1, 0.0), 12),
         "a model that stops with <eos> after a few tokens": (_steering_model(3, 0.5), 30),
@@ -99,18 +99,15 @@ def _greedy_translate_cases() -> dict[str, Case]:
     return {name: Case(args, call=_translate_each_source) for name, args in models.items()}
 
 
-@exercise(
-    "06_translation.greedy_translate",
-    "6.1",
-    2,
-    (
-        "labutils.decode.greedy_decode",
-        "labutils.decode.translate",
-        "labutils.decode.beam_search",
-        "labutils.decode.translate_beams",
-    ),
-    cases=_greedy_translate_cases,
+_GREEDY_REPLACES = (
+    "labutils.decode.greedy_decode",
+    "labutils.decode.translate",
+    "labutils.decode.beam_search",
+    "labutils.decode.translate_beams",
 )
+
+
+@exercise("06_translation.greedy_translate", "6.1", 2, _GREEDY_REPLACES, cases=_greedy_cases)
 def greedy_translate(args: tuple, got: list) -> str:
     model, max_len = args
     for source, series in zip(_SOURCES, got, strict=True):
@@ -126,7 +123,7 @@ def greedy_translate(args: tuple, got: list) -> str:
     return ""
 
 
-# ------------------------------------------------------------------------------------------ 6.2 series_log_probability
+# -------------------------------------------------------------------------------- 6.2 series_log_probability
 
 
 def _log_probability(model, source: str, series: str) -> float:
@@ -161,7 +158,7 @@ def _log_probability_mistakes(model, source, series):
     ]
 
 
-def _series_log_probability_cases() -> dict[str, Case]:
+def _log_probability_cases() -> dict[str, Case]:
     model = _steering_model(4, 0.0)
     return {
         name: Case((model, source, series))
@@ -173,13 +170,10 @@ def _series_log_probability_cases() -> dict[str, Case]:
     }
 
 
-@exercise(
-    "06_translation.series_log_probability",
-    "6.2",
-    1,
-    ("labutils.decode.beam_search", "labutils.decode.translate_beams"),
-    cases=_series_log_probability_cases,
-)
+_LOGP_REPLACES = ("labutils.decode.beam_search", "labutils.decode.translate_beams")
+
+
+@exercise("06_translation.series_log_probability", "6.2", 1, _LOGP_REPLACES, cases=_log_probability_cases)
 def series_log_probability(args: tuple, got) -> str:
     model, source, series = args
     expected = _log_probability(model, source, series)

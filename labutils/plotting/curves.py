@@ -13,16 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from labutils.plotting.canvas import (
-    _CELLS,
-    _COLOURS,
-    _check_index,
-    _check_save,
-    _figure,
-    _finish,
-    _root,
-    _to_numpy,
-)
+from labutils.plotting import canvas
 
 _STYLES = ("-", "--", "-.", ":")
 
@@ -33,14 +24,14 @@ def plot_losses(log: str | Path, ax: Axes | None = None, save: str | Path | None
     ``log`` is a run's ``log.csv`` or the run folder holding it (columns ``step,…,train_loss,val_loss,
     val_exact,…``, as ``labutils.train`` writes them; empty cells are skipped).
     """
-    save_path = _check_save(save)
+    save_path = canvas.check_save(save)
     path, columns = _read_log(log)
-    fig, ax, _ = _figure(ax, ((8.0, 4.8), None))
+    fig, ax, _ = canvas.figure_for(ax, ((8.0, 4.8), None))
     step = columns["step"]
     lines = []
     for name, label, colour, marker in (
-        ("train_loss", "train loss", _COLOURS[0], None),
-        ("val_loss", "validation loss", _COLOURS[1], "o"),
+        ("train_loss", "train loss", canvas.COLOURS[0], None),
+        ("val_loss", "validation loss", canvas.COLOURS[1], "o"),
     ):
         keep = np.isfinite(columns[name]) & (columns[name] > 0)  # log scale: only positive losses
         lines += ax.plot(
@@ -55,14 +46,14 @@ def plot_losses(log: str | Path, ax: Axes | None = None, save: str | Path | None
     exact_ax = ax.twinx()
     exact = columns["val_exact"]
     keep = np.isfinite(exact)
-    style = {"color": _COLOURS[2], "marker": "s", "ms": 3.5, "lw": 1.4, "ls": "--"}
+    style = {"color": canvas.COLOURS[2], "marker": "s", "ms": 3.5, "lw": 1.4, "ls": "--"}
     lines += exact_ax.plot(step[keep], exact[keep], label="validation exact match", **style)
     exact_ax.set_ylim(0, max(1.0, float(np.max(exact[keep], initial=0)) * 1.05))
     exact_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    exact_ax.set_ylabel("validation exact match", color=_COLOURS[2])
+    exact_ax.set_ylabel("validation exact match", color=canvas.COLOURS[2])
     ax.legend(handles=lines, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False, fontsize=8)
     ax.set_title(f"training run: {path.parent.name or path.name}", pad=24)
-    return _finish(fig, save_path)
+    return canvas.finish(fig, save_path)
 
 
 def plot_positional_encoding(
@@ -79,13 +70,15 @@ def plot_positional_encoding(
     ``dims`` adds a panel below with those dimensions as curves against position; ``ax`` is then a pair of
     Axes (heatmap, curves). Leading or middle axes of size 1 (``(1, max_len, d_model)`` buffers) are dropped.
     """
-    save_path = _check_save(save)
-    pe = _to_numpy(pe).astype(float)
+    save_path = canvas.check_save(save)
+    pe = canvas.to_numpy(pe).astype(float)
     if pe.ndim == 3 and 1 in pe.shape[:2]:
         pe = pe.reshape(-1, pe.shape[-1])
     if pe.ndim != 2:
         raise ValueError(f"a positional encoding is (max_len, d_model); got shape {tuple(pe.shape)}")
-    dims = [] if dims is None else [_check_index(d, pe.shape[1], "dimension", "d_model is") for d in dims]
+    dims = (
+        [] if dims is None else [canvas.check_index(d, pe.shape[1], "dimension", "d_model is") for d in dims]
+    )
     if ax is None:
         if dims:
             fig, (heat_ax, curve_ax) = plt.subplots(
@@ -100,15 +93,15 @@ def plot_positional_encoding(
                 "ax is one Axes for the heatmap, or a pair (heatmap, curves) when dims are given"
             )
         heat_ax, curve_ax = given[0], given[-1]
-        fig = _root(heat_ax.figure)
+        fig = canvas.root_figure(heat_ax.figure)
     limit = float(np.nanmax(np.abs(pe), initial=0.0)) or 1.0
-    image = heat_ax.imshow(pe, cmap=cmap, vmin=-limit, vmax=limit, **_CELLS)
+    image = heat_ax.imshow(pe, cmap=cmap, vmin=-limit, vmax=limit, **canvas.CELLS)
     fig.colorbar(image, ax=heat_ax, label="value")
     heat_ax.set_xlabel("dimension (0 … d_model − 1)")
     heat_ax.set_ylabel("position")
     heat_ax.set_title(title, pad=22 if dims else 6)
     for i, d in enumerate(dims):
-        colour = _COLOURS[i % len(_COLOURS)]
+        colour = canvas.COLOURS[i % len(canvas.COLOURS)]
         # An arrow above the heatmap points at the column that each curve below draws.
         where = {"xycoords": ("data", "axes fraction"), "xytext": (0, 12), "textcoords": "offset points"}
         arrow = {"arrowprops": {"arrowstyle": "-|>", "color": colour}, "ha": "center", "va": "bottom"}
@@ -123,7 +116,7 @@ def plot_positional_encoding(
         curve_ax.legend(
             loc="lower left", bbox_to_anchor=(0, 1), ncols=min(len(dims), 4), fontsize=8, frameon=False
         )
-    return _finish(fig, save_path)
+    return canvas.finish(fig, save_path)
 
 
 def _read_log(log) -> tuple[Path, dict[str, np.ndarray]]:

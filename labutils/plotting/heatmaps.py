@@ -20,16 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from labutils.plotting.canvas import (
-    _CELLS,
-    _axes_inches,
-    _check_index,
-    _check_save,
-    _figure,
-    _finish,
-    _root,
-    _to_numpy,
-)
+from labutils.plotting import canvas
 from labutils.tokens import PAD
 
 # kind → (title, query side, key side); ``attention_for``'s dict labels a side with ``{side}_tokens``.
@@ -84,17 +75,17 @@ def plot_attention(
     (True = masked, broadcast to ``(Lq, Lk)``). A warning says if masked cells carry weight: a mask bug.
     The colour scale is 0–1 so that maps compare; ``vmax=None`` stretches it to the largest weight shown.
     """
-    save_path = _check_save(save)
+    save_path = canvas.check_save(save)
     kind = _check_kind(kind)
     if isinstance(weights, Mapping):
         layers, query_tokens, key_tokens = _from_dict(weights, kind, query_tokens, key_tokens)
-        layer = _check_index(layer, len(layers), "layer", f"the {kind} attention has")
+        layer = canvas.check_index(layer, len(layers), "layer", f"the {kind} attention has")
         weights = layers[layer]
     heads, has_heads = _heads(weights)
     if has_heads:
         if head is None:
             raise ValueError(f"these weights have {len(heads)} heads: choose one, head=0..{len(heads) - 1}")
-        head = _check_index(head, len(heads), "head", "these weights have")
+        head = canvas.check_index(head, len(heads), "head", "these weights have")
         w = heads[head]
     else:
         w = heads[0]
@@ -104,7 +95,7 @@ def plot_attention(
     )
     _warn_if_masked_weight(w[None], should_be_zero)
 
-    fig, ax, (width, height) = _figure(ax, _single_size(w.shape, q_labels, k_labels))
+    fig, ax, (width, height) = canvas.figure_for(ax, _single_size(w.shape, q_labels, k_labels))
     codes = np.where((codes == 0) & np.isnan(w), _MASKED, codes)
     top = (np.nanmax(np.where(codes == 0, w, np.nan), initial=0.0) or 1.0) if vmax is None else vmax
     image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind)
@@ -118,7 +109,7 @@ def plot_attention(
             [KINDS[kind][0]] + [f"{n} {i}" for n, i in (("layer", layer), ("head", head)) if i is not None]
         )
     ax.set_title(title, pad=26 if legend else 6)
-    return _finish(fig, save_path)
+    return canvas.finish(fig, save_path)
 
 
 def plot_attention_grid(
@@ -148,14 +139,14 @@ def plot_attention_grid(
     layer wraps its heads in rows of ``ncols`` (default 4). Tick labels appear on the outer axes only.
     ``axes`` is an array of at least as many Axes as panels. Masks and ``vmax`` are as in ``plot_attention``.
     """
-    save_path = _check_save(save)
+    save_path = canvas.check_save(save)
     kind = _check_kind(kind)
     rows, query_tokens, key_tokens = _layers_for_grid(weights, kind, layers, query_tokens, key_tokens)
     n_heads = rows[0][1].shape[0]
     heads = (
         list(range(n_heads))
         if heads is None
-        else [_check_index(h, n_heads, "head", "these weights have") for h in heads]
+        else [canvas.check_index(h, n_heads, "head", "these weights have") for h in heads]
     )
     if not heads:
         raise ValueError("heads is empty: give at least one head")
@@ -189,7 +180,7 @@ def plot_attention_grid(
         used = given[: len(panels)]
         fig = used[0].figure
         outer = [_outer(a) for a in used]
-        sizes = [_axes_inches(a) for a in used]
+        sizes = [canvas.axes_inches(a) for a in used]
 
     all_codes = [np.where((codes == 0) & np.isnan(p[2]), _MASKED, codes) for p in panels]
     shown = np.concatenate([p[2][c == 0] for p, c in zip(panels, all_codes, strict=True)])
@@ -214,7 +205,7 @@ def plot_attention_grid(
             f", layer {rows[0][0]}" if len(rows) == 1 and None not in layer_names else ""
         )
     fig.suptitle(title)
-    return _finish(_root(fig), save_path)
+    return canvas.finish(canvas.root_figure(fig), save_path)
 
 
 def plot_mask(
@@ -238,15 +229,17 @@ def plot_mask(
     """
     if true_means not in ("masked", "allowed"):
         raise ValueError(f"true_means must be 'masked' or 'allowed', not {true_means!r}")
-    save_path = _check_save(save)
+    save_path = canvas.check_save(save)
     masked = _as_bool(mask, "mask")
     masked = masked.reshape(1, -1) if masked.ndim == 1 else _squeeze_leading(masked, 2, "mask")
     if true_means == "allowed":
         masked = ~masked
     q_labels, k_labels, _, _ = _labels_for(masked.shape, query_tokens, key_tokens, None, what="mask")
-    fig, ax, size = _figure(ax, _single_size(masked.shape, q_labels, k_labels, colorbar=False))
+    fig, ax, size = canvas.figure_for(ax, _single_size(masked.shape, q_labels, k_labels, colorbar=False))
     codes = masked.astype(np.int8) * _MASKED
-    ax.imshow(masked.astype(np.int8), cmap=ListedColormap([_ALLOWED, _MASKED_FILL]), vmin=0, vmax=1, **_CELLS)
+    ax.imshow(
+        masked.astype(np.int8), cmap=ListedColormap([_ALLOWED, _MASKED_FILL]), vmin=0, vmax=1, **canvas.CELLS
+    )
     _hatch(ax, codes)
     _axis_labels(ax, q_labels, k_labels, size, ylabel, xlabel)
     n_masked = int(masked.sum())
@@ -257,7 +250,7 @@ def plot_mask(
     handles[1].set_label(f"masked ({n_masked})")
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False, fontsize=8)
     ax.set_title(title, pad=26)
-    return _finish(fig, save_path)
+    return canvas.finish(fig, save_path)
 
 
 def _check_kind(kind):
@@ -289,7 +282,7 @@ def _layers_for_grid(weights, kind, layers, query_tokens, key_tokens):
     chosen = (
         range(len(maps)) if layers is None else [layers] if isinstance(layers, (int, np.integer)) else layers
     )
-    indices = [_check_index(i, len(maps), "layer", "these weights have") for i in chosen]
+    indices = [canvas.check_index(i, len(maps), "layer", "these weights have") for i in chosen]
     if not indices:
         raise ValueError("layers is empty: give at least one layer")
     rows = [(i, _heads(maps[i])[0]) for i in indices]
@@ -300,7 +293,7 @@ def _layers_for_grid(weights, kind, layers, query_tokens, key_tokens):
 
 def _heads(weights) -> tuple[np.ndarray, bool]:
     """Weights as ``(H, Lq, Lk)``, and whether they had a head axis."""
-    w = _to_numpy(weights)
+    w = canvas.to_numpy(weights)
     shape = tuple(w.shape)
     if w.ndim == 4:
         if shape[0] != 1:
@@ -348,7 +341,7 @@ def _token_list(tokens, name):
 
 def _as_bool(mask, name) -> np.ndarray:
     """A mask as booleans, True = masked: from booleans, 0/1, or an additive mask of 0 and -inf."""
-    m = _to_numpy(mask)
+    m = canvas.to_numpy(mask)
     if m.dtype == bool:
         return m
     if np.issubdtype(m.dtype, np.integer) and np.isin(m, (0, 1)).all():
@@ -479,7 +472,7 @@ def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show
 def _heatmap(ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True):
     colours = plt.get_cmap(cmap).with_extremes(bad=_MASKED_FILL)
     data = np.ma.masked_array(w, mask=codes > 0)  # masked cells take the 'bad' colour, then a hatching
-    image = ax.imshow(data, cmap=colours, vmin=0.0, vmax=vmax, **_CELLS)
+    image = ax.imshow(data, cmap=colours, vmin=0.0, vmax=vmax, **canvas.CELLS)
     _hatch(ax, codes)
     ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in)
     _axis_labels(ax, q_labels, k_labels, size_in, ylabel, xlabel, show_y, show_x)
