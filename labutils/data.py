@@ -103,9 +103,10 @@ def _slot(slot: int | None) -> sp.Expr:
 
 
 @functools.cache
-def _simplified_shape(shape: tuple) -> tuple[sp.Expr, str | None]:
-    """The simplified expression of a shape (symbols a, b) and its canonical series, computed once."""
-    expr = sp.simplify(_build(*shape))
+def _simplified_shape(shape: tuple, typed: bool = False) -> tuple[sp.Expr, str | None]:
+    """The simplified (or, ``typed``, the unsimplified) expression of a shape (symbols a, b) and its canonical
+    series coefficients, computed once."""
+    expr = _build(*shape) if typed else sp.simplify(_build(*shape))
     if not expr.has(x):
         return expr, None
     try:
@@ -132,10 +133,14 @@ class Rejected(Exception):
     """A candidate pair that is not part of the data set (the reason is counted)."""
 
 
-def pair_of(d: Draw) -> tuple[str, str]:
-    """The (source, target) pair of a draw, or :class:`Rejected` with the reason."""
-    expr, coeffs = _simplified_shape(d.shape)
+def pair_of(d: Draw, typed: bool = False) -> tuple[str, str]:
+    """The (source, target) pair of a draw, or :class:`Rejected` with the reason.
+
+    The source is the draw simplified by ``sympy.simplify``, or with ``typed`` the draw as a student types
+    it (``sin(x)*cos(x)``, not ``sin(2*x)/2``): what sympy reads of it, unsimplified.
+    """
     renaming = _renaming(d)
+    expr, coeffs = _simplified_shape(d.shape, typed)
     expr = expr.xreplace(renaming)
     if not expr.has(x):
         raise Rejected("does not depend on x")
@@ -346,8 +351,8 @@ def candidate(seed: int, index: int) -> Draw:
     return draw(random.Random(f"labutils:{seed}:{index}"))
 
 
-def _make(seed: int, index: int) -> tuple[str, str]:
-    return pair_of(candidate(seed, index))
+def _make(seed: int, index: int, typed: bool = False) -> tuple[str, str]:
+    return pair_of(candidate(seed, index), typed)
 
 
 def _target_of_source(text: str) -> tuple[str, str]:
@@ -373,12 +378,14 @@ def generate_pairs(
     workers: int = 1,
     timeout: float = 30.0,
     progress: Callable[[int], None] | None = None,
+    typed: bool = False,
 ) -> tuple[list[tuple[str, str]], Report]:
     """``n`` unique pairs (by source), the same for any number of workers.
 
     Candidates are numbered; candidate i is drawn from a generator seeded by (seed, i) and accepted in
     index order, so the result does not depend on which worker computed what. Each candidate gets
-    ``timeout`` seconds; a time-out is counted, never fatal.
+    ``timeout`` seconds; a time-out is counted, never fatal. ``typed``: sources as a student types them,
+    not simplified (:func:`pair_of`).
     """
     if n < 1:
         raise ValueError("the number of pairs must be at least 1")
@@ -388,7 +395,7 @@ def generate_pairs(
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     with TimedPool(workers, timeout) as pool:
-        for outcome in pool.map_ordered(_make, ((seed, i) for i in itertools.count()), key=_shape_key(seed)):
+        for outcome in pool.map_ordered(_make, ((seed, i, typed) for i in itertools.count()), key=_shape_key(seed)):
             if outcome.error is not None:
                 report.dropped[outcome.error] += 1
                 continue
@@ -410,7 +417,7 @@ def _shape_key(seed: int) -> Callable[[tuple], int]:
     """Send candidates of one shape to one worker, so each worker simplifies a shape once."""
 
     def key(arguments: tuple) -> int:
-        digest = hashlib.blake2b(repr(candidate(*arguments).shape).encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(repr(candidate(*arguments[:2]).shape).encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big")
 
     return key

@@ -239,3 +239,13 @@ def test_every_draw_is_inside_the_family_as_drawn_and_as_shipped(monkeypatch):
         typed = data._build(d.terms, d.operator).xreplace(data._renaming(d))  # as a student would type it
         if typed.has(data.x):  # tan(a*x)/tan(a*x) is 1, and never a pair
             assert data.outside_family(typed) is None, typed
+
+
+def test_a_draw_as_typed_keeps_the_students_form_and_sympys_series():
+    d = data.Draw((data.Term("sin", 1, 1, slot=None), data.Term("cos", 1, 1, slot=None)), "*", ())
+    assert data.pair_of(d)[0] == "sin(2*x)/2"  # what sympy.simplify makes of it
+    source, target = data.pair_of(d, typed=True)
+    assert source == "sin(x)*cos(x)" and target == sympy_target(source) == sympy_target("sin(2*x)/2")
+    pairs, _ = data.generate_pairs(30, seed=8, typed=True)
+    for source, target in pairs:
+        assert target == sympy_target(source), source
