@@ -19,6 +19,9 @@ def add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from", dest="sources", metavar="FILE", help="compute targets for these sources (- = stdin)"
     )
+    parser.add_argument(
+        "--typed", action="store_true", help="sources as a student types them, not simplified by sympy"
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -32,7 +35,9 @@ def run_generate(args: argparse.Namespace) -> int:
     out = open_output(args.out)
     if args.sources is None:
         with tqdm(total=args.n, desc="pairs", unit="pair", file=sys.stderr) as bar:
-            pairs, report = data.generate_pairs(args.n, args.seed, args.workers, args.timeout, bar.update)
+            pairs, report = data.generate_pairs(
+                args.n, args.seed, args.workers, args.timeout, bar.update, typed=args.typed
+            )
         data.write_pairs(out, pairs)
         print(f"wrote {out}: {report}", file=sys.stderr)
         return 0
@@ -60,7 +65,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def add_split(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pairs", help="a file written by generate")
+    parser.add_argument("pairs", nargs="+", help="files written by generate (a source twice: the first pair)")
     parser.add_argument("--out", required=True, help="folder for train/validation/test/structures .tsv.gz")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", type=positive_int, default=5000, help="pairs in the test split")
@@ -79,12 +84,15 @@ def run_split(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.is_dir():
         raise UsageError(f"--out {out}: no such folder")
-    try:
-        pairs = data.read_pairs(args.pairs)
-    except FileNotFoundError:
-        raise UsageError(f"{args.pairs}: no such file") from None
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    pairs, seen = [], set()
+    for path in args.pairs:
+        try:
+            read = data.read_pairs(path)
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        pairs += [pair for pair in read if not (pair[0] in seen or seen.add(pair[0]))]
     previous = None
     if args.previous:
         previous = {}
