@@ -3,8 +3,8 @@
     python benchmarks/bench_grading.py [--jobs 1]
 
 (a) runs each solution notebook top to bottom in a fresh kernel (nbclient), (b) grades the six with
-``labutils.grading`` (fresh kernel each, the student's cells, then the grader's check cells). The grader's own
-cost is (b) - (a); it can be negative, since the grader stops after a notebook's last exercise. Not a test.
+``labutils.instructor.grading`` (fresh kernel each, the student's cells, then the grader's check cells). The
+grader's own cost is (b) - (a); it can be negative, since the grader stops after a notebook's last exercise. Not a test.
 """
 
 import argparse

@@ -6,6 +6,7 @@ tests read them from the notebooks, so they test what students get.
 
 from __future__ import annotations
 
+import importlib
 import json
 import linecache
 import math
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import labutils
+import labutils.plotting.heatmaps
 from labutils import checks
 from labutils.instructor import release
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, code
@@ -172,7 +174,12 @@ def test_an_answer_that_calls_the_package_gets_zero(grade_id):
 
 
 def test_switched_off_functions_are_restored_after_the_check():
-    originals = (labutils.tokenize, labutils.tokens.tokenize, labutils.data.tokenize, labutils.tokens.TOKEN_PATTERN)
+    originals = (
+        labutils.tokenize,
+        labutils.tokens.tokenize,
+        labutils.data.tokenize,
+        labutils.tokens.TOKEN_PATTERN,
+    )
     run_check("01_tokenization.split_tokens", define(CHEATS["01_tokenization.split_tokens"], "split_tokens"))
     assert (
         labutils.tokenize,
@@ -932,3 +939,19 @@ def test_under_nbgrader_a_check_returns_its_points_for_nbgrader_to_read(monkeypa
     monkeypatch.setenv("NBGRADER_EXECUTION", "")  # outside nbgrader: None, so the cell shows one output
     with checks.capture():
         assert checks.causal_mask(solved) is None
+
+
+def test_the_guard_tells_package_code_from_the_code_that_runs_answers_by_file():
+    """The grader counts calls into the package's files, not into the checks or the instructor's tools."""
+    from labutils.checks import guard
+    from labutils.instructor import grading
+
+    def module(path):
+        return guard.package_module(path, grading.PACKAGE, grading.NOT_THE_PACKAGE)
+
+    assert module(labutils.attention.__file__) == "labutils.attention"
+    assert module(labutils.plotting.heatmaps.__file__) == "labutils.plotting.heatmaps"
+    assert module(labutils.plotting.__file__) == "labutils.plotting"
+    for name in ("labutils.checks.core", "labutils.checks.attention", "labutils.instructor.grading"):
+        assert module(importlib.import_module(name).__file__) is None, name
+    assert module(__file__) is None

@@ -1,7 +1,7 @@
 """The grader: every way a submission can fail, cheat or be mangled costs only that submission's points.
 
 Synthetic lab notebooks keep this fast: their check cells are self-contained (no torch in the kernels), but
-they follow the conventions that ``labutils.release`` checks, and publish what ``labutils.checks`` publishes.
+they follow the conventions that ``labutils.instructor.release`` checks, and publish what ``labutils.checks`` publishes.
 """
 
 from __future__ import annotations

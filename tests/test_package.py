@@ -24,6 +24,7 @@ def test_public_names():
         "Seq2SeqTransformer",
         "load_pretrained",
         "attention_for",
+        "require",
         "__version__",
     ]:
         assert hasattr(labutils, name), name
@@ -31,6 +32,17 @@ def test_public_names():
 
 def test_import_needs_no_jupyter():
     code = "import sys, labutils, labutils.train; print(sorted(m for m in sys.modules if m.split('.')[0] in {'IPython', 'ipywidgets', 'jupyter_client', 'ipykernel'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_commands_load_no_jupyter_until_one_needs_it():
+    """``python -m labutils train`` builds every command's options, the grader's included, without Jupyter."""
+    code = (
+        "import sys\nfrom labutils import cli\ncli.build_parser()\n"
+        "jupyter = {'IPython', 'ipywidgets', 'jupyter_client', 'ipykernel', 'nbformat'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in jupyter))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

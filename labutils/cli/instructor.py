@@ -98,7 +98,7 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def add_grade(parser: argparse.ArgumentParser) -> None:
-    from labutils.instructor.grading import Limits
+    from labutils.instructor.kernel import Limits  # the defaults, without loading the grader
 
     parser.add_argument("paths", nargs="+", metavar="PATH", help="submitted notebooks, or folders to search")
     parser.add_argument("--source", help="source notebooks, with their checks (default: solutions/)")

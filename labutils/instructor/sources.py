@@ -132,7 +132,7 @@ def read_notebook(path: Path) -> dict:
 def load_source(path: Path) -> Source | None:
     """The exercises of one source notebook, or None for a notebook that is not a lab notebook.
 
-    The visible part of each check is taken from the student version that ``labutils.release`` makes, so it
+    The visible part of each check is taken from the student version that ``labutils.instructor.release`` makes, so it
     is exactly what the students ran; the full check cell adds the hidden tests.
     """
     import nbformat
