@@ -70,21 +70,26 @@ class Draw:
         return (self.terms, self.operator)
 
 
-def draw(rng: random.Random) -> Draw:
-    """Draw one expression of the family."""
-    n_terms = 1 if rng.random() < P_SINGLE_TERM else 2
+def draw(rng: random.Random, shared: bool = False) -> Draw:
+    """Draw one expression of the family.
+
+    ``shared`` draws only from its hardest part, where coefficients must be combined: two terms on the same
+    symbol, a third of their arguments multiplied by 2 or 3 (``sin(2*b*x)+sinh(b*x)``).
+    """
+    n_terms = 2 if shared else 1 if rng.random() < P_SINGLE_TERM else 2
     symbols: list[str] = []
     terms = []
     for _ in range(n_terms):
         function = rng.choice(FUNCTION_NAMES)
         power = rng.choice((2, 3)) if rng.random() < P_POWER else 1
-        if rng.random() < P_NUMBER:
+        if not shared and rng.random() < P_NUMBER:
             terms.append(Term(function, rng.choice(NUMBERS), power, slot=None))
             continue
-        symbol = symbols[0] if symbols and rng.random() < P_SAME_SYMBOL else rng.choice(SYMBOLS)
+        same = symbols and (shared or rng.random() < P_SAME_SYMBOL)
+        symbol = symbols[0] if same else rng.choice(SYMBOLS)
         if symbol not in symbols:
             symbols.append(symbol)
-        multiplier = rng.choice((2, 3)) if rng.random() < P_MULTIPLIER else 1
+        multiplier = rng.choice((2, 3)) if rng.random() < (1 / 3 if shared else P_MULTIPLIER) else 1
         terms.append(Term(function, multiplier, power, symbols.index(symbol)))
     operator = rng.choice(OPERATORS) if n_terms == 2 else None
     return Draw(tuple(terms), operator, tuple(symbols))
@@ -343,16 +348,31 @@ def normalize(text: str) -> str:
     return expression_text(parse_expression(text))
 
 
+def simplest_sources() -> list[str]:
+    """The first things a student types, as the reader prints them: every ``f(k*x)`` and ``f(k*x)**p`` with
+    k 1 to 5 and p 2 or 3, and the sums, differences, products and quotients of two such terms with k 1 or 2
+    (sympy's reading merges some: ``sin(x)+cos(x)`` and ``cos(x)+sin(x)``; those without x, like
+    ``sin(x)/sin(x)``, are left out)."""
+    def terms(ks: Sequence[int]) -> list[sp.Expr]:
+        return [getattr(sp, f)(k * x) ** p for f in FUNCTION_NAMES for k in ks for p in (1, 2, 3)]
+
+    combine = {"+": sp.Add, "-": lambda u, v: u - v, "*": sp.Mul, "/": lambda u, v: u / v}
+    exprs = terms(NUMBERS) + [
+        combine[op](u, v) for u in terms((1, 2)) for v in terms((1, 2)) for op in OPERATORS
+    ]
+    return sorted({expression_text(e) for e in exprs if e.has(x)})
+
+
 # ------------------------------------------------------------------------------------- generation
 
 
-def candidate(seed: int, index: int) -> Draw:
+def candidate(seed: int, index: int, shared: bool = False) -> Draw:
     """Candidate ``index`` of a run with ``seed``: drawn from a generator seeded by both, so any worker can make it."""
-    return draw(random.Random(f"labutils:{seed}:{index}"))
+    return draw(random.Random(f"labutils:{seed}:{index}"), shared)
 
 
-def _make(seed: int, index: int, typed: bool = False) -> tuple[str, str]:
-    return pair_of(candidate(seed, index), typed)
+def _make(seed: int, index: int, typed: bool = False, shared: bool = False) -> tuple[str, str]:
+    return pair_of(candidate(seed, index, shared), typed)
 
 
 def _target_of_source(text: str) -> tuple[str, str]:
@@ -379,13 +399,14 @@ def generate_pairs(
     timeout: float = 30.0,
     progress: Callable[[int], None] | None = None,
     typed: bool = False,
+    shared: bool = False,
 ) -> tuple[list[tuple[str, str]], Report]:
     """``n`` unique pairs (by source), the same for any number of workers.
 
     Candidates are numbered; candidate i is drawn from a generator seeded by (seed, i) and accepted in
     index order, so the result does not depend on which worker computed what. Each candidate gets
     ``timeout`` seconds; a time-out is counted, never fatal. ``typed``: sources as a student types them,
-    not simplified (:func:`pair_of`).
+    not simplified (:func:`pair_of`); ``shared``: only pairs of terms on one symbol (:func:`draw`).
     """
     if n < 1:
         raise ValueError("the number of pairs must be at least 1")
@@ -395,7 +416,9 @@ def generate_pairs(
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     with TimedPool(workers, timeout) as pool:
-        for outcome in pool.map_ordered(_make, ((seed, i, typed) for i in itertools.count()), key=_shape_key(seed)):
+        for outcome in pool.map_ordered(
+            _make, ((seed, i, typed, shared) for i in itertools.count()), key=_shape_key(seed, shared)
+        ):
             if outcome.error is not None:
                 report.dropped[outcome.error] += 1
                 continue
@@ -413,11 +436,11 @@ def generate_pairs(
     return pairs, report
 
 
-def _shape_key(seed: int) -> Callable[[tuple], int]:
+def _shape_key(seed: int, shared: bool = False) -> Callable[[tuple], int]:
     """Send candidates of one shape to one worker, so each worker simplifies a shape once."""
 
     def key(arguments: tuple) -> int:
-        digest = hashlib.blake2b(repr(candidate(*arguments[:2]).shape).encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(repr(candidate(*arguments[:2], shared).shape).encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big")
 
     return key
@@ -573,6 +596,7 @@ __all__ = [
     "normalize",
     "in_family",
     "outside_family",
+    "simplest_sources",
     "expression_text",
     "generate_pairs",
     "pairs_for_sources",

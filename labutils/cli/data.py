@@ -22,6 +22,9 @@ def add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--typed", action="store_true", help="sources as a student types them, not simplified by sympy"
     )
+    parser.add_argument(
+        "--shared", action="store_true", help="only pairs of terms on one symbol, the hardest to combine"
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -36,7 +39,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.sources is None:
         with tqdm(total=args.n, desc="pairs", unit="pair", file=sys.stderr) as bar:
             pairs, report = data.generate_pairs(
-                args.n, args.seed, args.workers, args.timeout, bar.update, typed=args.typed
+                args.n, args.seed, args.workers, args.timeout, bar.update, typed=args.typed, shared=args.shared
             )
         data.write_pairs(out, pairs)
         print(f"wrote {out}: {report}", file=sys.stderr)
