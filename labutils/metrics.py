@@ -22,7 +22,8 @@ from labutils.series import series_text
 from labutils.tokens import TARGET_VOCAB, tokenize
 
 OK, WRONG, TIMEOUT, UNPARSABLE = "ok", "wrong", "timeout", "unparsable"
-ERROR = "error"  # sympy itself failed (a crash of its worker): only :class:`SympyChecker` says so
+ERROR = "error"  # sympy itself failed: its worker crashed
+UNWRITABLE = "unwritable"  # sympy's series needs tokens the model cannot write (sin(n*x)): nobody's mistake
 
 _SERIES_NAMES = SYMPY_NAMES | {"O": sp.Order}
 
@@ -47,7 +48,18 @@ def equivalent(prediction: str, truth: str) -> bool:
     return difference == 0 or sp.simplify(difference) == 0
 
 
+def writable(series: str) -> bool:
+    """Whether a series can be written with the target vocabulary (sympy's series of ``sin(n*x)`` cannot)."""
+    try:
+        TARGET_VOCAB.encode(tokenize(series))
+    except ValueError:
+        return False
+    return True
+
+
 def _verdict(prediction: str, truth: str) -> str:
+    if not writable(truth):
+        return UNWRITABLE  # the truth is out of the model's reach: not the model's mistake
     try:
         return OK if equivalent(prediction, truth) else WRONG
     except (ValueError, TypeError):  # TokenizationError is a ValueError: an empty or malformed series
@@ -60,6 +72,7 @@ def verdict_text(verdict: str, timeout: float, detail: str | None = None) -> str
         OK: "✓ the same series as sympy's",
         WRONG: "✗ not sympy's series",
         UNPARSABLE: "✗ not a well-formed series",
+        UNWRITABLE: "? sympy's series needs tokens the model cannot write",
         TIMEOUT: f"? sympy needed more than {timeout:g} s",
     }.get(verdict, f"? sympy failed: {detail}")
 
@@ -67,7 +80,9 @@ def verdict_text(verdict: str, timeout: float, detail: str | None = None) -> str
 def check_equivalence(
     predictions: Sequence[str], truths: Sequence[str], timeout: float = 10.0, workers: int = 1, progress=None
 ) -> list[str]:
-    """``ok``, ``wrong``, ``unparsable`` or ``timeout`` for each (prediction, truth) pair, in order.
+    """A verdict for each (prediction, truth) pair, in order: ``ok``, ``wrong``, ``unparsable`` (the
+    prediction cannot be read), ``unwritable`` (the truth cannot be written with the target vocabulary),
+    ``timeout``, or ``error`` (sympy's worker crashed).
 
     Predictions equal to their truth as strings are ``ok`` without asking sympy.
     """
@@ -83,7 +98,10 @@ def check_equivalence(
         with TimedPool(min(workers, len(todo)), timeout) as pool:
             outcomes = pool.map_ordered(_verdict, ((predictions[i], truths[i]) for i in todo))
             for i, outcome in zip(todo, outcomes):
-                verdicts[i] = TIMEOUT if outcome.error == "timed out" else (outcome.value or UNPARSABLE)
+                if outcome.error is None:
+                    verdicts[i] = outcome.value
+                else:
+                    verdicts[i] = TIMEOUT if outcome.error == "timed out" else ERROR
                 if progress:
                     progress(1)
     return verdicts  # type: ignore[return-value]
@@ -198,6 +216,121 @@ class Accuracy:
             [
                 line("exact match", self.exact, self.exact_interval),
                 line("sympy-equivalent", self.equivalent, self.equivalent_interval),
-                f"{'timeouts':<22}{self.verdicts[TIMEOUT]}   unparsable: {self.verdicts[UNPARSABLE]}",
+                f"{'timeouts':<22}{self.verdicts[TIMEOUT]}   unparsable: {self.verdicts[UNPARSABLE]}"
+                + "".join(
+                    f"   {name}: {self.verdicts[verdict]}"
+                    for verdict, name in ((UNWRITABLE, "not writable"), (ERROR, "sympy failed"))
+                    if self.verdicts[verdict]
+                ),
             ]
         )
+
+
+# ---------------------------------------------------------------------------------------------- categories
+
+#: The questions ``evaluate --by category`` asks of each pair, in the order it prints them.
+CATEGORIES = ("terms", "operator", "symbols", "series", "coefficients", "target length")
+
+
+def categories(source: str, target: str) -> dict[str, str]:
+    """Where a pair stands on each of :data:`CATEGORIES` but the target's length (:func:`by_category` adds it).
+
+    Terms are counted as the model reads the source: ``exp(x*(a+b))``, simplified from a product of two
+    exponentials, is one term.
+    """
+    expr = parse_expression(source)
+    functions = sorted(expr.atoms(sp.Function), key=str)
+    symbols_of = [f.args[0].free_symbols - {X} for f in functions]
+    if len(functions) < 2:
+        terms, operator, symbols = "one term", "none", "one term"
+    else:
+        terms = "two terms"
+        if expr.is_Add:
+            operator = "-" if any(t.could_extract_minus_sign() for t in expr.args) else "+"
+        else:
+            operator = "/" if any(f.as_base_exp()[1].is_negative for f in sp.Mul.make_args(expr)) else "*"
+        shared = len(symbols_of[0]) == 1 and all(s == symbols_of[0] for s in symbols_of)
+        symbols = "one symbol in both terms" if shared else "different symbols, or numbers"
+    numbers = any(not s for s in symbols_of)
+    named = any(s for s in symbols_of)
+    coefficients = "numbers and symbols" if numbers and named else "numbers" if numbers else "symbols"
+    laurent = any(k < 0 for k in _powers(target))
+    return {
+        "terms": terms,
+        "operator": operator,
+        "symbols": symbols,
+        "series": "Laurent (negative powers)" if laurent else "Taylor",
+        "coefficients": coefficients,
+    }
+
+
+X = sp.Symbol("x")
+
+
+def _powers(series: str) -> list[int]:
+    """The powers of x in a series (read with sympy)."""
+    try:
+        expr = sp.expand(parse_series(series))
+    except ValueError:
+        return []
+    return [int(term.as_coeff_exponent(X)[1]) for term in sp.Add.make_args(expr)]
+
+
+@dataclass(frozen=True)
+class CategoryRow:
+    """The accuracy of one value of one category: ``ok`` of ``n`` sympy-equivalent."""
+
+    category: str
+    value: str
+    n: int
+    ok: int
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.ok, self.n)
+
+
+def by_category(sources: Sequence[str], truths: Sequence[str], verdicts: Sequence[str]) -> list[CategoryRow]:
+    """Sympy-equivalent accuracy for every value of every category; target length by quartile of tokens."""
+    lengths = [len(tokenize(t)) for t in truths]
+    cuts = _quartile_cuts(lengths)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for source, truth, verdict, length in zip(sources, truths, verdicts, lengths):
+        where = categories(source, truth)
+        quartile = next(q for q, (low, high) in enumerate(cuts) if low <= length <= high)
+        low, high = cuts[quartile]
+        where["target length"] = f"Q{quartile + 1}: {low}-{high} tokens"
+        for category in CATEGORIES:
+            tally = counts.setdefault((category, where[category]), [0, 0])
+            tally[0] += 1
+            tally[1] += verdict == OK
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    return [
+        CategoryRow(category, value, n, ok)
+        for (category, value), (n, ok) in sorted(counts.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
+
+
+def _quartile_cuts(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """Four (lowest, highest) ranges of lengths holding about a quarter of the pairs each."""
+    ordered = sorted(lengths)
+    n = len(ordered)
+    bounds = [ordered[min(n - 1, (n * q) // 4)] for q in (1, 2, 3)]
+    cuts, low = [], ordered[0] if ordered else 0
+    for bound in bounds:
+        cuts.append((low, bound))
+        low = bound + 1
+    cuts.append((low, ordered[-1] if ordered else 0))
+    return [(lo, hi) for lo, hi in cuts if lo <= hi] or [(0, 0)]
+
+
+def category_table(rows: Sequence[CategoryRow]) -> str:
+    """The rows as a Markdown table (the README's, and what ``evaluate --by category`` prints)."""
+    lines = ["| category | value | pairs | sympy-equivalent | 95% interval |", "| --- | --- | ---: | ---: | --- |"]
+    for row in rows:
+        low, high = row.interval
+        lines.append(
+            f"| {row.category} | {row.value} | {row.n} | {100 * row.ok / max(row.n, 1):.1f}% "
+            f"| [{100 * low:.1f}, {100 * high:.1f}] |"
+        )
+    return "\n".join(lines)

@@ -180,5 +180,36 @@ def test_evaluate_json(checkpoint, tmp_path):
     assert report["n"] == 2 and report["equivalent_low"] <= report["equivalent"] <= report["equivalent_high"]
 
 
+def test_evaluate_by_category_prints_each_categorys_accuracy(checkpoint, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("sin(a*x)\ta*x-a**3*x**3/6+a**5*x**5/120+O(x**6)\nexp(2*x)*cos(b*x)\t1+2*x+O(x**6)\n")
+    result = run("evaluate", "--checkpoint", checkpoint, "--split", pairs, "--by", "category", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "| terms | one term | 1 |" in result.stdout and "| terms | two terms | 1 |" in result.stdout
+    assert "| coefficients | numbers and symbols | 1 |" in result.stdout
+    result = run("evaluate", "--checkpoint", checkpoint, "--split", pairs, "--by", "category", "--json",
+                 "--workers", "1")  # fmt: skip
+    rows = json.loads(result.stdout)["categories"]
+    assert {r["category"] for r in rows} == {"terms", "operator", "symbols", "series", "coefficients",
+                                             "target length"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "expression, why",
+    [("sin(12*a*x)", "the argument 12*a*x of sin"), ("x*sin(a*x)", "x stands outside the functions"),
+     ("sin(a*x)+1", "the term 1"), ("sin(n*x)", "the symbol n")],
+)  # fmt: skip
+def test_translate_warns_why_an_expression_is_outside_the_family(checkpoint, expression, why):
+    result = run("translate", "--checkpoint", checkpoint, expression)
+    assert result.returncode == 0 and result.stdout.strip()
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert why in warning and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("expression", ["atan(a*x)", "sin a x", "log(1+a*x)", "sina*x"])
+def test_translate_refuses_what_it_cannot_read(checkpoint, expression):
+    assert_one_line_error(run("translate", "--checkpoint", checkpoint, expression), 2, "position 0")
+
+
 def test_evaluate_bad_split(checkpoint, tmp_path):
     assert_one_line_error(run("evaluate", "--checkpoint", checkpoint, "--split", "nosuch"), 2, "not a split")

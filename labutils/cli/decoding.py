@@ -65,7 +65,7 @@ def run_translate(args: argparse.Namespace) -> int:
     for line, text in enumerate(texts, start=1):
         try:
             source, _ = read_source(text, model.config.max_src_len)
-            family = data.in_family(data.parse_expression(source))
+            outside = data.outside_family(data.parse_expression(source))
         except (TokenizationError, ValueError) as error:
             if single:
                 raise UsageError(str(error)) from None
@@ -75,8 +75,8 @@ def run_translate(args: argparse.Namespace) -> int:
             continue
         if source != text.replace(" ", ""):
             print(f"normalized: {text.strip()} -> {source}", file=sys.stderr)
-        if not family:
-            print(f"warning: {source} is outside the training family; expect mistakes", file=sys.stderr)
+        if outside:
+            print(f"warning: {source} is outside the training family: {outside}", file=sys.stderr)
         sources.append(source)
     good = [s for s in sources if s is not None]
     predictions: list[str] = []
@@ -108,6 +108,9 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=positive_int, help="only the first N pairs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--by", choices=["category"], help="category: the accuracy of each kind of pair (terms, operator, …)"
+    )
     parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per sympy check")
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="sympy processes")
     _add_model_options(parser)
@@ -163,6 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         any_ok = accuracy.equivalent + len({i for (i, _), v in zip(others, rescued) if v == metrics.OK})
     seconds = time.perf_counter() - start
     low, high = accuracy.equivalent_interval
+    rows = metrics.by_category(sources, truths, verdicts) if args.by == "category" else None
     if args.json:
         result = {
             "n": accuracy.n,
@@ -175,6 +179,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         }
         if any_ok is not None:
             result["any_of_beam"] = any_ok / max(accuracy.n, 1)
+        if rows is not None:
+            result["categories"] = [
+                {"category": r.category, "value": r.value, "n": r.n, "equivalent": r.ok / max(r.n, 1),
+                 "equivalent_low": r.interval[0], "equivalent_high": r.interval[1]}
+                for r in rows
+            ]  # fmt: skip
         print(json.dumps(result))
         return 0
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
@@ -183,4 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if any_ok is not None:
         print(f"{'any of the beam':<22}{100 * any_ok / max(accuracy.n, 1):6.2f}%  ({any_ok}/{accuracy.n})")
     print(f"{'time':<22}{seconds:.1f} s")
+    if rows is not None:
+        print()
+        print(metrics.category_table(rows))
     return 0
