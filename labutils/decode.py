@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from .data import normalize
+from .data import normalize, outside_family, parse_expression
 from .model import KVCache, Seq2SeqTransformer, attention_for_codes, evaluating
 from .tokens import (
     EOS_IDX,
@@ -264,6 +264,7 @@ class Prediction:
     decoding: str  # "greedy" or "beam"
     series: str  # the model's series, "" if it wrote nothing
     attention: dict  # as ``labutils.attention_for``: encoder/decoder/cross lists, source/target tokens
+    outside: str | None = None  # why the expression is outside the training family (data.outside_family)
 
 
 def read_source(expression: str, max_src_len: int | None = None) -> tuple[str, list[int]]:
@@ -304,7 +305,11 @@ def predict(
     else:
         raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'beam'")
     return Prediction(
-        normalized, decoding, TARGET_VOCAB.decode(codes), attention_for_codes(model, src_codes, codes)
+        normalized,
+        decoding,
+        TARGET_VOCAB.decode(codes),
+        attention_for_codes(model, src_codes, codes),
+        outside_family(parse_expression(normalized)),
     )
 
 

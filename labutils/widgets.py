@@ -504,10 +504,13 @@ def _series_html(text: str, prediction: Prediction, check: Check | None, timeout
         if prediction.series
         else f"<i>{html.escape(describe_series(prediction))}</i>"
     )
+    if prediction.outside:
+        warning = f"outside the training family: {prediction.outside}; expect mistakes"
+        rows.append(("⚠", f'<span style="color:#8a6d00">{html.escape(warning)}</span>'))
     rows.append((f"model ({prediction.decoding})", series))
     colour = {None: "#555", metrics.OK: "#1b7f3b"}.get(check and check.verdict, "#b00020")
-    if check is not None and check.verdict == metrics.TIMEOUT:
-        colour = "#8a6d00"
+    if check is not None and check.verdict in (metrics.TIMEOUT, metrics.UNWRITABLE, metrics.ERROR):
+        colour = "#8a6d00"  # nobody's mistake: not the model's red
     verdict = html.escape(_verdict_text(check, timeout))
     rows.append(("sympy", f'<span style="color:{colour}">{verdict}</span>'))
     if check is not None and check.verdict != metrics.OK and check.truth:

@@ -230,3 +230,13 @@ def test_predict_draws_a_malformed_series_as_written():
 def test_predict_refuses_what_the_model_cannot_read(model, text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         predict(model, text)
+
+
+@pytest.mark.parametrize(
+    "text, outside",
+    [("tan(hx)+sinh(gx)", None), ("sin(x)", None), ("x*sin(a*x)", "x stands outside the functions"),
+     ("sin(12*a*x)", "the argument 12*a*x of sin")],
+)  # fmt: skip
+def test_a_prediction_says_why_its_expression_is_outside_the_family(model, text, outside):
+    found = predict(model, text).outside
+    assert found == outside if outside is None else outside in found

@@ -167,3 +167,12 @@ def test_the_slides_are_made_without_widgets_or_jupyter(checkpoint, tmp_path):
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert "sin_a_x_cross.png" in manifest["files"] and manifest["expressions"][0]["verdict"] == "wrong"
+
+
+def test_figures_warn_why_an_expression_is_outside_the_family(checkpoint, capsys):
+    from labutils.model import load_weights
+
+    model = load_weights(checkpoint)
+    assert figures.read_expressions(["sin(12*a*x)", "tan(hx)"], model) == ["sin(12*a*x)", "tan(h*x)"]
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("warning: sin(12*a*x) is outside the training family: the argument 12*a*x")

@@ -212,3 +212,14 @@ def test_import_labutils_needs_no_jupyter_and_explore_is_lazy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_explorer_warns_outside_the_family_and_never_reddens_what_is_nobodys_mistake():
+    attention = {"target_tokens": ["<sos>"]}
+    outside = Prediction("x*sin(a*x)", "greedy", "x+O(x**6)", attention, "x stands outside the functions")
+    page = widgets._series_html("x*sin(a*x)", outside, None, 10.0)
+    assert "outside the training family: x stands outside the functions" in page
+    inside = Prediction("sin(x)", "greedy", "x+O(x**6)", attention)
+    assert "outside the training family" not in widgets._series_html("sin(x)", inside, None, 10.0)
+    unwritable = widgets._series_html("sin(n*x)", inside, Check(metrics.UNWRITABLE, "n*x+O(x**6)"), 10.0)
+    assert "#b00020" not in unwritable and "cannot write" in unwritable

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from labutils import __version__, metrics
+from labutils.data import outside_family, parse_expression
 from labutils.decode import Prediction, describe_series, predict, read_source
 from labutils.metrics import Check, SympyChecker
 from labutils.model import (
@@ -108,6 +110,9 @@ def read_expressions(texts: Sequence[str], model: Seq2SeqTransformer) -> list[st
             normalized, _ = read_source(text, model.config.max_src_len)
         except ValueError as error:  # TokenizationError included
             raise ValueError(f"--expr {text!r}: {error}") from None
+        outside = outside_family(parse_expression(normalized))
+        if outside:
+            print(f"warning: {normalized} is outside the training family: {outside}", file=sys.stderr)
         if normalized not in expressions:
             expressions.append(normalized)
     return expressions
