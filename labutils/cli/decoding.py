@@ -104,7 +104,9 @@ def run_translate(args: argparse.Namespace) -> int:
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--split", default="test", help="test, structures, validation, or a source<TAB>target file"
+        "--split",
+        default="test",
+        help="test, structures, validation, simplest (the first things a student types), or a source<TAB>target file",
     )
     parser.add_argument("--limit", type=positive_int, help="only the first N pairs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -127,6 +129,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.split in data.SPLITS:
         pairs = data.load_pairs(args.split)
+    elif args.split == "simplest":
+        results = data.pairs_for_sources(data.simplest_sources(), workers=args.workers)
+        pairs = [(source, target) for _, source, target, error in results if error is None]
+        for _, source, _, error in (r for r in results if r[3] is not None):
+            print(f"warning: no series for {source}: {error}; left out", file=sys.stderr)
     else:
         try:
             pairs = data.read_pairs(args.split)
