@@ -14,10 +14,8 @@ import functools
 import gzip
 import hashlib
 import itertools
-import os
 import random
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +24,22 @@ from pathlib import Path
 
 import sympy as sp
 
+from labutils.files import atomic_write
 from labutils.series import ORDER, UnsupportedExpression, series_text, taylor_coefficients, x
 from labutils.series import format_series as format_series
-from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, tokenize
+from labutils.tokens import (
+    SOURCE_SYMBOLS,
+    SOURCE_VOCAB,
+    SYMBOLS,
+    TARGET_VOCAB,
+    VARIABLE,
+    TokenizationError,
+    tokenize,
+)
 
 # ------------------------------------------------------------------------------------- the family
 
 FUNCTION_NAMES = ("sin", "cos", "tan", "sinh", "cosh", "tanh", "exp")
-SYMBOLS = "abcdfghm"  # ``n`` is in the source vocabulary but not in the target one
 OPERATORS = "+-*/"
 P_SINGLE_TERM = 0.1  # share of expressions with a single term
 P_POWER = 0.25  # share of function occurrences raised to a power (2 or 3)
@@ -188,7 +194,7 @@ def structure(source: str | sp.Expr) -> str:
 # ------------------------------------------------------------------------------------- reading expressions
 
 #: The names an expression may use, for sympy's parser.
-SYMPY_NAMES = {name: sp.Symbol(name) for name in "abcdfghmnx"} | {
+SYMPY_NAMES = {name: sp.Symbol(name) for name in SOURCE_SYMBOLS + VARIABLE} | {
     name: getattr(sp, name) for name in FUNCTION_NAMES
 }
 #: What sympy's parser needs besides: nothing else of sympy's namespace is reachable from the input.
@@ -473,20 +479,8 @@ def write_pairs(path: str | Path, pairs: Iterable[tuple[str, str]]) -> None:
     text = "".join(f"{s}\t{t}\n" for s, t in pairs).encode()
     if path.suffix == ".gz":
         text = gzip.compress(text, mtime=0)  # mtime=0: the same pairs give the same bytes
-    _atomic_write(path, text)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; data files are to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        file.write(text)
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:

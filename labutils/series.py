@@ -20,10 +20,12 @@ import sympy as sp
 from sympy import QQ
 from sympy.polys.rings import ring
 
+from labutils.tokens import SOURCE_SYMBOLS
+
 x = sp.Symbol("x")
 ORDER = 6  # the series are written up to O(x**6)
 
-SYMBOL_NAMES = "abcdfghmn"
+SYMBOL_NAMES = SOURCE_SYMBOLS  # the coefficients' symbols, n included: sympy's series of sin(n*x) is written too
 _INVERSE_NAMES = [f"inv_{s}" for s in SYMBOL_NAMES]
 # Coefficients live in Q[a, …, n, 1/a, …, 1/n]: generator i + len(SYMBOL_NAMES) is the inverse of generator i.
 _RING, *_GENS = ring(list(SYMBOL_NAMES) + _INVERSE_NAMES, QQ)
