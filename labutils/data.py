@@ -303,8 +303,12 @@ def outside_family(expr: sp.Expr) -> str | None:
         else:
             largest = 3 if n_functions > 1 else 6  # sympy reads sin(x)**3*sin(x)**3 as sin(x)**6
             if not (power.is_Integer and 1 <= abs(power) <= largest):
-                reasons.append(f"the power {power} of {expression_text(base)}; the family's powers are 2 and 3")
+                reasons.append(
+                    f"the power {power} of {expression_text(base)}; the family's powers are 2 and 3"
+                )
             k = sp.cancel(base.args[0] / x)
+            if k.has(sp.Symbol("n")):
+                continue  # said once above
             if k.has(x) or not _family_coefficient(k, exp=base.func == sp.exp):
                 reasons.append(
                     f"the argument {expression_text(base.args[0])} of {base.func.__name__}; the family's "
@@ -359,6 +363,7 @@ def simplest_sources() -> list[str]:
     k 1 to 5 and p 2 or 3, and the sums, differences, products and quotients of two such terms with k 1 or 2
     (sympy's reading merges some: ``sin(x)+cos(x)`` and ``cos(x)+sin(x)``; those without x, like
     ``sin(x)/sin(x)``, are left out)."""
+
     def terms(ks: Sequence[int]) -> list[sp.Expr]:
         return [getattr(sp, f)(k * x) ** p for f in FUNCTION_NAMES for k in ks for p in (1, 2, 3)]
 
@@ -446,7 +451,9 @@ def _shape_key(seed: int, shared: bool = False) -> Callable[[tuple], int]:
     """Send candidates of one shape to one worker, so each worker simplifies a shape once."""
 
     def key(arguments: tuple) -> int:
-        digest = hashlib.blake2b(repr(candidate(*arguments[:2], shared).shape).encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(
+            repr(candidate(*arguments[:2], shared).shape).encode(), digest_size=8
+        ).digest()
         return int.from_bytes(digest, "big")
 
     return key

@@ -326,7 +326,10 @@ def _quartile_cuts(lengths: Sequence[int]) -> list[tuple[int, int]]:
 
 def category_table(rows: Sequence[CategoryRow]) -> str:
     """The rows as a Markdown table (the README's, and what ``evaluate --by category`` prints)."""
-    lines = ["| category | value | pairs | sympy-equivalent | 95% interval |", "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        "| category | value | pairs | sympy-equivalent | 95% interval |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for row in rows:
         low, high = row.interval
         lines.append(

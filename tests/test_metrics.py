@@ -27,7 +27,14 @@ def test_sympy_checker_stops_a_check_that_runs_too_long():
         checker.close()
 
 
-ALL_VERDICTS = (metrics.OK, metrics.WRONG, metrics.UNPARSABLE, metrics.UNWRITABLE, metrics.TIMEOUT, metrics.ERROR)
+ALL_VERDICTS = (
+    metrics.OK,
+    metrics.WRONG,
+    metrics.UNPARSABLE,
+    metrics.UNWRITABLE,
+    metrics.TIMEOUT,
+    metrics.ERROR,
+)
 
 
 @pytest.mark.parametrize("verdict", ALL_VERDICTS)
