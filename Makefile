@@ -6,8 +6,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# A CPU build of torch; set TORCH=torch (or another version) for a GPU build.
+# torch as pip finds it. On Linux, PyPI's torch is the CUDA build (gigabytes of GPU libraries); for the CPU-only
+# build, name PyTorch's CPU index:  make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (macOS and Windows wheels on PyPI are CPU builds already). TORCH=torch (or another version) changes the version.
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
 .PHONY: lab test install install-dev test-browser figures artifacts benchmarks lint clean-venv
 
@@ -16,10 +20,12 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -q '$(TORCH)' -e .
+	$(PY) -m pip install -q '$(TORCH)' $(TORCH_FROM)
+	$(PY) -m pip install -q -e .
 
 install-dev: $(PY)
-	$(PY) -m pip install -q '$(TORCH)' -e '.[dev]'
+	$(PY) -m pip install -q '$(TORCH)' $(TORCH_FROM)
+	$(PY) -m pip install -q -e '.[dev]'
 
 lab: install
 	@mkdir -p work
@@ -76,6 +82,7 @@ benchmarks: install
 	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_model_throughput.py
 	$(PY) benchmarks/bench_grading.py
+	$(PY) benchmarks/bench_threads.py
 
 lint: install-dev
 	$(VENV)/bin/ruff check labutils tests benchmarks

@@ -459,11 +459,15 @@ def weights_file(path: str | os.PathLike) -> Path:
 def load_weights(path: str | os.PathLike, device: torch.device | str | None = None) -> Seq2SeqTransformer:
     """The model saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode."""
     path = weights_file(path)
+    with open(path, "rb") as file:
+        if file.read(2) != b"PK":  # torch.save writes a zip archive
+            raise WeightsError(
+                f"{path}: not a readable weights file (not the zip archive that torch.save writes)"
+            )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, random bytes, pickled objects weights_only refuses…
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{path}: not a readable weights file ({reason[:120]})") from error
+    except Exception as error:  # truncated zip, pickled objects weights_only refuses…
+        raise WeightsError(f"{path}: not a readable weights file ({_reason(error, 120)})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a labutils weights file (no 'format': '{FORMAT}')")
     version = payload.get("format_version")
@@ -483,9 +487,18 @@ def load_weights(path: str | os.PathLike, device: torch.device | str | None = No
         model = Seq2SeqTransformer(config)
         model.load_state_dict(payload["state_dict"])
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{path}: config or weights do not fit the model ({reason[:160]})") from error
+        raise WeightsError(
+            f"{path}: config or weights do not fit the model ({_reason(error, 160)})"
+        ) from error
     return model.to(device or "cpu").eval()
+
+
+def _reason(error: BaseException, width: int) -> str:
+    """The first line of an error's message, shortened at a word boundary (never cut mid-word)."""
+    import textwrap
+
+    lines = str(error).strip().splitlines()
+    return textwrap.shorten(lines[0], width, placeholder=" …") if lines else type(error).__name__
 
 
 def load_pretrained(device: torch.device | str | None = None) -> Seq2SeqTransformer:

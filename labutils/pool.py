@@ -3,7 +3,9 @@
 ``multiprocessing.Pool`` cannot stop one task that runs too long, and ``signal.alarm`` exists only on
 Unix. Here each worker is a spawned process with its own pipe; the parent knows when each worker started
 its current task, and a worker that overruns is terminated and replaced. Results come back in the order
-the tasks were given, whatever the number of workers.
+the tasks were given, whatever the number of workers. The workers never run the main script again, so a
+script without an ``if __name__ == "__main__":`` guard may use the pool (its tasks' functions must live in
+importable modules, not in the script).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import sys
+import textwrap
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
@@ -38,15 +42,39 @@ def _work(connection) -> None:
         try:
             connection.send((index, function(*arguments), None))
         except Exception as error:  # a failed task is reported and counted, never fatal
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            connection.send((index, None, reason[:200]))
+            lines = str(error).strip().splitlines()
+            reason = lines[0] if lines else type(error).__name__
+            connection.send((index, None, textwrap.shorten(reason, 200, placeholder=" …")))
+
+
+@contextmanager
+def _main_hidden():
+    """Hide the main script from a process being spawned, so that the child never runs it again.
+
+    spawn starts a child by importing the parent's ``__main__`` (by its file or module name): a plain script
+    without an ``if __name__ == "__main__":`` guard would then run again in every worker, and start workers
+    of its own. The workers run only functions of importable modules, so they need no ``__main__``.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 class _Worker:
     def __init__(self, context):
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_work, args=(child,), daemon=True)
-        self.process.start()
+        with _main_hidden():  # spawn reads the main module while it starts the child, not later
+            self.process.start()
         child.close()
         self.pending: deque[int] = deque()  # task indices sent, oldest first
         self.running: int | None = None  # the task the worker said it started
@@ -72,11 +100,6 @@ class TimedPool:
     def __init__(self, workers: int = 1, timeout: float = 30.0, depth: int = 8):
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        main = sys.modules.get("__main__")
-        if main is not None and not hasattr(main, "__spec__"):
-            # IPython replaces __main__ by a module without __spec__, which spawn cannot read; None is
-            # what a script run with `python file.py` has.
-            main.__spec__ = None
         self.context = multiprocessing.get_context("spawn")
         self.timeout = timeout
         self.depth = depth

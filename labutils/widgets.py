@@ -124,7 +124,7 @@ class AttentionExplorer(w.VBox):
         self.layer.options = self._layer_options(kind)
         self.layer.value = _index(layer, self.n_layers[kind], "layer")
         self.head = w.Dropdown(
-            options=[("all heads", ALL_HEADS)] + [(f"head {h}", h) for h in range(config.n_heads)],
+            options=[("all heads", ALL_HEADS)] + [(f"head {h + 1}", h) for h in range(config.n_heads)],
             description="head",
             layout=w.Layout(width="14em"),
             style={"description_width": "initial"},
@@ -209,7 +209,7 @@ class AttentionExplorer(w.VBox):
             self._schedule(0.0)
 
     def _layer_options(self, kind: str) -> list[tuple[str, int]]:
-        return [(f"layer {i}", i) for i in range(self.n_layers[kind])]
+        return [(f"layer {i + 1}", i) for i in range(self.n_layers[kind])]  # numbered from 1, as read
 
     # ---- scheduling
 
@@ -255,8 +255,7 @@ class AttentionExplorer(w.VBox):
             function(*args)
         except Exception as error:  # a bug: say so where the student looks, and keep it for the report
             self.last_error = error
-            message = f"{type(error).__name__}: {error}".splitlines()[0]
-            self._set_status(f"unexpected error (please report it): {message}", error=True)
+            self._set_status(f"unexpected error (please report it): {_describe(error)}", error=True)
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation
@@ -291,7 +290,7 @@ class AttentionExplorer(w.VBox):
             try:
                 prediction = predict(self.model, text, decoding, self.beam)
             except (TokenizationError, ValueError) as error:
-                prediction = str(error).splitlines()[0]  # a student's typo: cached like an answer
+                prediction = _describe(error, name=False)  # a student's typo: cached like an answer
             self.computed["predictions"] += 1
             self._predictions.put((text, decoding), prediction)
         if isinstance(prediction, str):
@@ -378,7 +377,7 @@ class AttentionExplorer(w.VBox):
             axes = figure.subplots(nrows, ncols, squeeze=False)
             for extra in axes.flat[n_heads:]:
                 extra.remove()
-            title = f"{plotting.KINDS[kind][0]}, layer {layer}, all heads"
+            title = f"{plotting.KINDS[kind][0]}, layer {layer + 1}, all heads"
             plot_attention_grid(attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title)
         else:
             size = (_clip(0.3 * lk, 3.0, 8.0) + 2.8, _clip(0.3 * lq, 2.5, 9.0) + 2.0)
@@ -461,6 +460,14 @@ class AttentionExplorer(w.VBox):
         for control in (*controls, self.series_output, self.figure, *self.children):
             control.close()
         super().close()
+
+
+def _describe(error: BaseException, name: bool = True) -> str:
+    """One line for an error, never empty: its first line of message, or what it is when it has none."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return f"{type(error).__name__} (without a message)"
+    return f"{type(error).__name__}: {lines[0]}" if name else lines[0]
 
 
 def _shut_down(model_thread: ThreadPoolExecutor, sympy_thread: ThreadPoolExecutor, checker: SympyChecker):
@@ -565,8 +572,9 @@ def explore(
 
     In a notebook, the returned widget shows itself. Without a widget front end (plain Python), the
     explorer prints what it would show and draws the heatmap with matplotlib. ``options``: ``kind``,
-    ``layer``, ``head``, ``decoding``, ``beam``, ``debounce`` (seconds of pause before the model runs),
-    ``sympy_timeout`` (seconds), ``dpi``.
+    ``layer``, ``head`` (indices from 0, as in Python; the controls and titles number them from 1),
+    ``decoding``, ``beam``, ``debounce`` (seconds of pause before the model runs), ``sympy_timeout``
+    (seconds), ``dpi``. Works from a plain script too, without an ``if __name__ == "__main__":`` guard.
     """
     explorer = AttentionExplorer(load_model(model, checkpoint), expression, **options)
     if not _has_widget_front_end():

@@ -146,6 +146,88 @@ def test_translate_several_with_a_bad_one_carries_on(checkpoint):
     assert "line 2" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_translate_file_skips_blank_lines_and_comments_keeping_line_numbers(checkpoint, tmp_path):
+    listing = tmp_path / "exprs.txt"
+    listing.write_text(
+        "# the lecture's examples\nsin(a*x)\n\n   # an indented comment\nsin(a*x\n\ncos(b*x)\n"
+    )
+    result = run("translate", "--checkpoint", checkpoint, "--file", listing)
+    assert result.returncode == 1  # the one bad expression, not the comments or blank lines
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and lines[1].startswith("error: ")
+    assert "error: line 5: " in result.stderr  # the line in the file, comments and blank lines counted
+    assert result.stderr.count("error:") == 1
+    single = run("translate", "--checkpoint", checkpoint, "sin(a*x)", "cos(b*x)").stdout.splitlines()
+    assert [lines[0], lines[2]] == single
+
+
+def test_thread_defaults_never_oversubscribe_the_cores():
+    from labutils.runtime import cores, plan_threads
+
+    for n in (1, 2, 3, 4, 8, 16):
+        threads, workers = plan_threads(n_cores=n)
+        assert threads >= 1 and workers >= 1 and threads + workers <= max(n, 2)
+        if n >= 2:
+            assert threads + workers <= n
+    assert plan_threads(n_cores=2) == (1, 1)
+    assert plan_threads(threads=3, n_cores=4) == (3, 1)  # a number given is kept; the other fills in
+    assert plan_threads(workers=3, n_cores=4) == (1, 3)
+    assert plan_threads(2, 2, n_cores=2) == (2, 2)  # both given: as asked
+    assert cores() >= 1
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate", "figures", "grade"])
+def test_commands_take_threads(command):
+    from labutils.cli import build_parser
+
+    parser = build_parser()
+    extra = {"translate": ["sin(x)"], "grade": ["work/"]}.get(command, [])
+    assert parser.parse_args([command, *extra, "--threads", "1"]).threads == 1
+    assert parser.parse_args([command, *extra]).threads is None  # settled by the command: see plan_threads
+
+
+def test_evaluate_uses_the_threads_and_workers_it_is_given(checkpoint, tmp_path, monkeypatch):
+    from labutils import metrics, runtime
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("sin(a*x)\ta*x+O(x**3)\n")
+    seen = {}
+    monkeypatch.setattr(runtime, "set_threads", lambda n=None: seen.setdefault("threads", n))
+
+    def check(predictions, truths, timeout=10.0, workers=1, progress=None):
+        seen["workers"] = workers
+        return ["wrong"] * len(predictions)
+
+    monkeypatch.setattr(metrics, "check_equivalence", check)
+    from labutils.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--split", str(pairs), "--json"]) == 0
+    assert seen["threads"] + seen["workers"] <= max(runtime.cores(), 2)
+    seen.clear()
+    main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--split",
+            str(pairs),
+            "--threads",
+            "2",
+            "--workers",
+            "1",
+        ]
+    )
+    assert seen == {"threads": 2, "workers": 1}
+
+
+def test_a_file_that_is_no_weights_gives_an_error_cut_at_no_word(checkpoint, tmp_path):
+    (tmp_path / "README.md").write_text("# not a model\n" * 50)
+    result = run("translate", "--checkpoint", tmp_path / "README.md", "sin(a*x)")
+    assert_one_line_error(result, 2, "README.md")
+    line = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert line.endswith(")") and "not a readable weights file" in line
+
+
 def test_translate_warns_outside_the_family(checkpoint):
     result = run("translate", "--checkpoint", checkpoint, "sin(a*x)+cos(b*x)+tan(c*x)")
     assert result.returncode == 0
@@ -183,7 +265,9 @@ def test_evaluate_json(checkpoint, tmp_path):
 def test_evaluate_by_category_prints_each_categorys_accuracy(checkpoint, tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("sin(a*x)\ta*x-a**3*x**3/6+a**5*x**5/120+O(x**6)\nexp(2*x)*cos(b*x)\t1+2*x+O(x**6)\n")
-    result = run("evaluate", "--checkpoint", checkpoint, "--split", pairs, "--by", "category", "--workers", "1")
+    result = run(
+        "evaluate", "--checkpoint", checkpoint, "--split", pairs, "--by", "category", "--workers", "1"
+    )
     assert result.returncode == 0, result.stderr
     assert "| terms | one term | 1 |" in result.stdout and "| terms | two terms | 1 |" in result.stdout
     assert "| coefficients | numbers and symbols | 1 |" in result.stdout

@@ -43,8 +43,8 @@ def checkpoint(tmp_path_factory) -> Path:
     save_weights(model, folder / "model.pt")
     with open(folder / "log.csv", "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["step", "train_loss", "val_loss", "val_exact"])
-        writer.writerows([[0, 3.2, 3.1, 0.0], [50, 1.5, "", ""], [100, 0.9, 1.0, 0.25]])
+        writer.writerow(["stage", "step", "train_loss", "val_loss", "val_exact"])
+        writer.writerows([[1, 0, 3.2, 3.1, 0.0], [1, 50, 1.5, "", ""], [2, 100, 0.9, 1.0, 0.25]])
     return folder / "model.pt"
 
 
@@ -66,7 +66,7 @@ def test_figures_command_writes_every_figure_and_the_manifest(checkpoint, tmp_pa
     stems = ["attention_two_tokens", "positional_encoding", "loss"] + [
         f"tan_h_x_plus_sinh_g_x_{kind}{grid}"
         for kind in ("encoder", "decoder", "cross")
-        for grid in ("", "_heads")
+        for grid in ("", "_heads_layer1")  # one grid per layer, numbered from 1
     ]
     expected = sorted(f"{stem}.{ext}" for stem in stems for ext in ("png", "svg"))
     assert manifest["files"] == expected
@@ -84,6 +84,7 @@ def test_figures_command_writes_every_figure_and_the_manifest(checkpoint, tmp_pa
             assert data.startswith(b"\x89PNG\r\n\x1a\n")
             with Image.open(out / name) as image:
                 assert image.info["dpi"] == pytest.approx((200, 200), abs=0.1)
+                assert image.size == (2666, 1500)  # a 16:9 slide, 13.33 x 7.5 in
                 assert "Software" not in image.info  # no version stamp: the same figure, the same bytes
         else:
             assert data.startswith(b"<?xml") and b"</svg>" in data
@@ -176,3 +177,78 @@ def test_figures_warn_why_an_expression_is_outside_the_family(checkpoint, capsys
     assert figures.read_expressions(["sin(12*a*x)", "tan(hx)"], model) == ["sin(12*a*x)", "tan(h*x)"]
     (warning,) = capsys.readouterr().err.strip().splitlines()
     assert warning.startswith("warning: sin(12*a*x) is outside the training family: the argument 12*a*x")
+
+
+def _texts_under(figure, points: float) -> list[str]:
+    """Every visible, non-empty text of ``figure`` smaller than ``points``: titles, ticks, labels, legends."""
+    from matplotlib.text import Text
+
+    figure.canvas.draw()  # tick labels exist once drawn
+    return [
+        f"{t.get_text()!r} at {t.get_fontsize():g} pt"
+        for t in figure.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < points
+    ]
+
+
+def test_every_slide_has_no_text_under_12_points(checkpoint):
+    from labutils.decode import predict
+    from labutils.metrics import Check
+    from labutils.model import load_weights
+    from labutils.plotting import canvas
+
+    model = load_weights(checkpoint)
+    prediction = predict(model, "tan(h*x)+sinh(g*x)", "greedy")
+    check = Check("wrong", "x*(g+h)+O(x**3)")
+    for aspect, size in figures.ASPECTS.items():
+        with canvas.slide_text():
+            made = {
+                "two tokens": figures.two_token_figure(size),
+                "positional encoding": figures.positional_encoding_figure(model, size),
+                "loss": figures.loss_figure(checkpoint.parent / "log.csv", "a run", size),
+            }
+            for kind in ("encoder", "decoder", "cross"):
+                made[kind] = figures.heatmap_figure(prediction, check, kind, 30.0, size)
+                made[f"{kind} heads"] = figures.grid_figure(prediction, check, kind, 30.0, size, 0)
+        for name, figure in made.items():
+            assert tuple(figure.get_size_inches()) == pytest.approx(size), (aspect, name)
+            assert _texts_under(figure, 12) == [], (aspect, name)
+            matplotlib.pyplot.close(figure)
+
+
+def test_cross_attention_is_landscape_and_layers_and_heads_count_from_1(checkpoint):
+    from labutils.decode import predict
+    from labutils.metrics import Check
+    from labutils.model import load_weights
+
+    prediction = predict(load_weights(checkpoint), "tan(h*x)+sinh(g*x)", "greedy")
+    figure = figures.heatmap_figure(prediction, Check("wrong"), "cross", 30.0)
+    ax = figure.axes[0]
+    height, width = ax.images[0].get_array().shape
+    assert width > height  # the series' 16 tokens along x, the expression's along y
+    assert ax.get_xlabel().startswith("query (target token") and ax.get_ylabel().startswith("key")
+    assert "layer 1 of 1, head " in ax.get_title() and "head 0" not in ax.get_title()
+    grid = figures.grid_figure(prediction, Check("wrong"), "cross", 30.0, layer=0)
+    assert sorted(a.get_title() for a in grid.axes if a.get_title()) == ["layer 1, head 1", "layer 1, head 2"]
+
+
+def test_the_two_token_figure_shows_notebook_04s_numbers():
+    figure = figures.two_token_figure()
+    texts = " ".join(t.get_text() for ax in figure.axes for t in ax.texts)
+    assert "= 0.80" in texts and "= 0.20" in texts and "= 0.50" in texts
+
+
+def test_the_loss_figure_marks_each_training_stage(checkpoint):
+    figure = figures.loss_figure(checkpoint.parent / "log.csv", figures.SHIPPED_NAME)
+    ax = figure.axes[0]
+    assert ax.get_title() == "Training of the shipped model: loss and validation exact match"
+    assert [t.get_text().strip() for t in ax.texts] == ["stage 1", "stage 2"]
+
+
+def test_format_and_aspect(checkpoint, tmp_path):
+    out = tmp_path / "slides"
+    argv = ["--out", str(out), "--checkpoint", str(checkpoint), "--expr", "sin(ax)", "--format", "pdf"]
+    assert run(*argv, "--aspect", "4:3", "--threads", "1") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["aspect"] == "4:3" and all(name.endswith(".pdf") for name in manifest["files"])
+    assert (out / "loss.pdf").read_bytes().startswith(b"%PDF")

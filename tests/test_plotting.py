@@ -95,7 +95,7 @@ def test_title_names_kind_layer_and_head(kind, words):
     n = len(TARGET)
     w = softmax_rows(np.random.default_rng(2), (4, n, n), causal=True)
     title = plot_attention(w, TARGET, TARGET, kind=kind, layer=1, head=2).axes[0].get_title()
-    assert words in title and "layer 1" in title and "head 2" in title
+    assert words in title and "layer 2" in title and "head 3" in title  # numbered from 1, as read
 
 
 def test_head_is_picked_from_heads_and_a_batch_of_one():
@@ -216,7 +216,7 @@ def test_grid_of_one_layer_shares_one_scale_and_one_colorbar():
     assert {ax.images[0].get_clim() for ax in panels} == {(0.0, 1.0)}
     for head, ax in enumerate(panels):
         np.testing.assert_allclose(image_of(ax), w[0, head])
-        assert ax.get_title() == f"layer 1, head {head}"
+        assert ax.get_title() == f"layer 2, head {head + 1}"
     assert "cross-attention" in fig.get_suptitle()
     assert len(panels[0].get_yticklabels()) == len(TARGET)  # labels on the outer axes only
     assert all(len(ax.get_yticklabels()) == 0 for ax in panels[1:])
@@ -229,9 +229,20 @@ def test_grid_of_layers_and_heads_from_the_dict_masks_each_panel():
     assert len(panels) == 6 and len(fig.axes) == 7
     future = np.triu(np.ones((len(TARGET),) * 2, bool), 1)
     assert all((np.ma.getmaskarray(image_of(ax)) == future).all() for ax in panels)
-    assert panels[5].get_title() == "layer 1, head 2"
+    assert panels[5].get_title() == "layer 2, head 3"
     assert [len(ax.get_xticklabels()) > 0 for ax in panels] == [False] * 3 + [True] * 3
     assert len(fig.legends) == 1
+
+
+def test_cross_attention_of_a_long_series_is_landscape():
+    long_target = [f"t{i}" for i in range(30)]
+    w = softmax_rows(np.random.default_rng(12), (30, len(SOURCE)))
+    ax = plot_attention(w, long_target, SOURCE, kind="cross", head=None).axes[0]
+    np.testing.assert_allclose(image_of(ax), w.T)  # queries along x, keys down y
+    assert ax.get_xlabel().startswith("query") and ax.get_ylabel().startswith("key")
+    assert ax.get_yticklabels()[1].get_text() == "1:cosh"
+    ax = plot_attention(w, long_target, SOURCE, kind="cross", head=None, landscape=False).axes[0]
+    np.testing.assert_allclose(image_of(ax), w)
 
 
 def test_grid_draws_into_given_axes():

@@ -177,6 +177,43 @@ def test_an_unexpected_error_is_shown_not_lost_in_a_thread(explorer, monkeypatch
     explorer.last_error = None
 
 
+def test_an_error_without_a_message_still_says_something(explorer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError()
+
+    monkeypatch.setattr(widgets, "predict", broken)
+    explorer.expression.value = "sinh(n*x)"
+    assert explorer.wait(timeout=60)
+    assert "RuntimeError (without a message)" in explorer.status.value
+    explorer.last_error = None
+
+
+def test_the_selectors_number_layers_and_heads_from_1(explorer):
+    assert [label for label, _ in explorer.layer.options][0] == "layer 1"
+    assert [label for label, _ in explorer.head.options][:2] == ["all heads", "head 1"]
+    assert [value for _, value in explorer.head.options][1] == 0  # the values stay indices
+
+
+def test_explore_works_from_a_plain_script_without_a_main_guard(model, tmp_path):
+    save_weights(model, tmp_path / "model.pt")
+    script = tmp_path / "lab.py"  # no `if __name__ == "__main__":`, as a student writes it
+    script.write_text(
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "import labutils\n"
+        "print('script body ran')\n"
+        f"explorer = labutils.explore('tan(hx)+sinh(gx)', checkpoint={str(tmp_path / 'model.pt')!r}, sympy_timeout=120)\n"
+        "explorer.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("script body ran") == 1  # the sympy worker did not run the script again
+    assert "sympy's series: x*(g+h)" in result.stdout
+    assert "unexpected error" not in result.stdout + result.stderr
+
+
 def test_a_slow_sympy_is_cut_off(explorer, monkeypatch):
     monkeypatch.setattr(widgets.SympyChecker, "check", lambda self, e, p: Check(metrics.TIMEOUT))
     show(explorer, expression="tanh(f*x)**2")
@@ -195,7 +232,8 @@ def test_explore_without_a_front_end_prints_and_draws(model, tmp_path, capsys):
         assert "model (greedy): " + "1" * 24 in printed
         assert "sympy's series: x*(g+h)" in printed
         (number,) = plt.get_fignums()  # the static figure, drawn with pyplot
-        assert plt.figure(number).axes[0].get_title() == KINDS["cross"][0] + ", layer 1, head 1"
+        title = plt.figure(number).axes[0].get_title()
+        assert title == KINDS["cross"][0] + ", layer 2, head 2"  # layer=-1 and head=1, numbered from 1
     finally:
         explorer.close()
     with pytest.raises(ValueError, match="not both"):

@@ -39,6 +39,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_threads(
+    parser: argparse.ArgumentParser,
+    what: str = "torch threads (default: the cores the sympy workers leave, so that none wait for a core)",
+) -> None:
+    """``--threads N``; its default (None) is settled by the command (``labutils.runtime.plan_threads``)."""
+    parser.add_argument("--threads", type=positive_int, metavar="N", help=what)
+
+
 def open_output(path: str) -> Path:
     """Check early that ``path`` can be written (the file itself is written atomically at the end)."""
     out = Path(path)

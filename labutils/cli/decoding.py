@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from labutils.cli.common import UsageError, positive_float, positive_int, read_lines
+from labutils.cli.common import UsageError, add_threads, positive_float, positive_int, read_lines
 
 
 def _load_model(args: argparse.Namespace):
     from labutils.model import WeightsError, load_pretrained, load_weights
     from labutils.runtime import device, set_threads
 
-    set_threads(getattr(args, "threads", None))
+    set_threads(args.threads)
     try:
         where = device(args.device)
     except ValueError as error:
@@ -34,6 +33,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="expressions per batch"
     )
     parser.add_argument("--no-cache", action="store_true", help="decode without the key/value cache")
+    add_threads(parser)
 
 
 #: The fastest batch size for cached greedy decoding on 2 CPU cores (benchmarks/bench_decode.py).
@@ -53,16 +53,20 @@ def run_translate(args: argparse.Namespace) -> int:
 
     from labutils import data, metrics
     from labutils.decode import read_source, translate
+    from labutils.runtime import plan_threads
     from labutils.tokens import TokenizationError
 
     if bool(args.expressions) == bool(args.file):
         raise UsageError("give expressions, or --file F, not both")
+    args.threads, _ = plan_threads(args.threads, 1 if args.check else 0)
     texts = read_lines(args.file) if args.file else args.expressions
     single = len(texts) == 1 and not args.file
+    # (line number, text): a file's blank lines and lines starting with # are skipped, numbers kept.
+    entries = [(n, t) for n, t in enumerate(texts, start=1) if not args.file or _is_expression_line(t)]
     model = _load_model(args)
     sources: list[str | None] = []
     problems: dict[int, str] = {}
-    for line, text in enumerate(texts, start=1):
+    for line, text in entries:
         try:
             source, _ = read_source(text, model.config.max_src_len)
             outside = data.outside_family(data.parse_expression(source))
@@ -93,13 +97,19 @@ def run_translate(args: argparse.Namespace) -> int:
         truths = [data.series_text(data.parse_expression(s)) for s in good]
         verdicts = iter(metrics.check_equivalence(predictions, truths, timeout=args.timeout))
     answers = iter(predictions)
-    for line, source in enumerate(sources, start=1):
+    for (line, _), source in zip(entries, sources):
         if source is None:
             print(f"error: {problems[line]}")
             continue
         answer = next(answers)
         print(f"{answer}\t{next(verdicts)}" if args.check else answer)
     return 1 if problems else 0
+
+
+def _is_expression_line(text: str) -> bool:
+    """Whether a line of ``--file`` holds an expression: not blank, not a ``# comment``."""
+    stripped = text.strip()
+    return bool(stripped) and not stripped.startswith("#")
 
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +124,9 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
         "--by", choices=["category"], help="category: the accuracy of each kind of pair (terms, operator, …)"
     )
     parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per sympy check")
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="sympy processes")
+    parser.add_argument(
+        "--workers", type=positive_int, help="sympy processes (default: half the cores, at least 1)"
+    )
     _add_model_options(parser)
 
 
@@ -126,7 +138,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from labutils import data, metrics
     from labutils.decode import translate, translate_beams
+    from labutils.runtime import plan_threads
 
+    args.threads, args.workers = plan_threads(args.threads, args.workers)
     if args.split in data.SPLITS:
         pairs = data.load_pairs(args.split)
     elif args.split == "simplest":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from labutils.cli.common import UsageError, positive_float, positive_int
+from labutils.cli.common import UsageError, add_threads, positive_float, positive_int
 
 
 def add_student(parser: argparse.ArgumentParser) -> None:
@@ -68,10 +68,21 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 def add_figures(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="figures", help="folder for the PNG/SVG files and manifest.json")
+    parser.add_argument("--out", default="figures", help="folder for the figures and manifest.json")
     parser.add_argument("--checkpoint", metavar="PATH", help="weights file or run folder (default: shipped)")
     parser.add_argument("--expr", nargs="+", metavar="EXPR", help="expressions (default: the lecture's two)")
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds for each sympy check")
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        choices=["png", "svg", "pdf"],
+        default=["png", "svg"],
+        help="file formats (default: png svg, what the repository's figures/ holds)",
+    )
+    parser.add_argument(
+        "--aspect", choices=["16:9", "4:3"], default="16:9", help="slide shape: 13.33x7.5 or 10x7.5 in"
+    )
+    add_threads(parser)
 
 
 def run_figures(args: argparse.Namespace) -> int:
@@ -80,6 +91,9 @@ def run_figures(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # files only: no window, whatever the display
     from labutils.instructor import figures
     from labutils.model import WeightsError, load_weights
+    from labutils.runtime import plan_threads, set_threads
+
+    set_threads(plan_threads(args.threads, 1)[0])  # one sympy worker beside the model
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -92,7 +106,10 @@ def run_figures(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     print(f"figures of {weights.name} into {out}/", file=sys.stderr)
     echo = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    manifest = figures.make_figures(out, weights, expressions, model, args.timeout, echo=echo)
+    formats = list(dict.fromkeys(args.format))
+    manifest = figures.make_figures(
+        out, weights, expressions, model, args.timeout, echo=echo, formats=formats, aspect=args.aspect
+    )
     print(f"wrote {len(manifest['files'])} files and {out / figures.MANIFEST}", file=sys.stderr)
     return 0
 
@@ -120,6 +137,9 @@ def add_grade(parser: argparse.ArgumentParser) -> None:
         "--max-output", type=positive_float, default=Limits.output_mb, help="MB of output per submission"
     )
     parser.add_argument("--jobs", type=positive_int, default=1, help="submissions graded at once")
+    add_threads(
+        parser, "torch threads of each submission's kernel (default: the cores shared among the jobs)"
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue --out: grade only what it lacks")
     again.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -129,8 +149,10 @@ def run_grade(args: argparse.Namespace) -> int:
     import signal
 
     from labutils.instructor import grading
+    from labutils.runtime import cores
 
-    limits = grading.Limits(args.timeout, args.long_timeout, args.memory, args.max_output)
+    threads = args.threads or max(1, cores() // args.jobs)  # the kernels run side by side: never more
+    limits = grading.Limits(args.timeout, args.long_timeout, args.memory, args.max_output, threads=threads)
     # A plain kill stops the grader like Ctrl-C: the students' kernels are killed with it.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

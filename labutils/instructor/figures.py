@@ -2,8 +2,11 @@
 
 Made from the core alone (decode, metrics, plotting): making slides needs no Jupyter and no ipywidgets.
 
-Every figure is written as PNG (200 dpi) and SVG, byte for byte the same when made again from the same
-weights: PNG without a "Software" stamp, SVG without a date and with fixed element ids. ``manifest.json``
+Every figure is a slide: 13.33 × 7.5 in (16:9) or 10 × 7.5 in (4:3), with no text under 12 pt, so that it
+reads from the back of a lecture hall. Cross-attention is drawn in landscape (the series' tokens along the
+long side); the grids of heads are one figure per layer; layers and heads are numbered from 1. Figures are
+written as PNG (200 dpi) and SVG by default (PDF on request), byte for byte the same when made again from the
+same weights: PNG without a "Software" stamp, SVG and PDF without a date and SVG with fixed element ids. ``manifest.json``
 records the sha256 of the weights the figures were made from and the files made, so a test can tell when
 the shipped weights have changed and the figures are stale.
 
@@ -41,6 +44,7 @@ from labutils.model import (
 )
 from labutils.plotting import (
     KINDS,
+    canvas,
     plot_attention,
     plot_attention_grid,
     plot_losses,
@@ -55,6 +59,9 @@ MANIFEST = "manifest.json"
 SHIPPED_NAME = "labutils/weights/model.pt"
 DPI = 200
 SVG_SALT = "labutils-figures"  # fixed ids in the SVG files
+ASPECTS = canvas.SLIDES  # "16:9" and "4:3": slide sizes in inches
+FORMATS = ("png", "svg", "pdf")
+COMMITTED_FORMATS = ("png", "svg")  # what the repository's figures/ holds
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -128,41 +135,52 @@ def make_figures(
     model: Seq2SeqTransformer | None = None,
     timeout: float = 30.0,
     echo: Callable[[str], None] = print,
+    formats: Sequence[str] = COMMITTED_FORMATS,
+    aspect: str = "16:9",
 ) -> dict:
     """Write every figure into ``out`` and its ``manifest.json``; returns the manifest.
 
-    ``model`` defaults to the one in ``weights``. Files that an earlier manifest listed and that are not
+    ``formats``: any of png, svg, pdf; ``aspect``: the slide, 16:9 or 4:3. ``model`` defaults to the one
+    in ``weights``. Files that an earlier manifest listed and that are not
     made again (another ``--expr``) are removed, so the folder holds only current figures.
     """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"formats {', '.join(unknown) or '(none)'}: use png, svg or pdf")
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect {aspect!r}: use {' or '.join(ASPECTS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model if model is not None else load_weights(weights.path)
+    size = ASPECTS[aspect]
     files: list[str] = []
 
     def save(figure, stem: str) -> None:
-        files.extend(save_figure(figure, out / stem))
-        echo(f"  {stem}.png, {stem}.svg")
-
-    save(two_token_figure(), "attention_two_tokens")
-    save(positional_encoding_figure(model), "positional_encoding")
-    if weights.log is not None:
-        save(loss_figure(weights.log, weights.name), "loss")
-    else:
-        echo(f"  no log.csv beside {weights.name}: no loss curve")
+        files.extend(save_figure(figure, out / stem, formats))
+        echo(f"  {', '.join(f'{stem}.{f}' for f in formats)}")
 
     checker = SympyChecker(timeout)
     records = []
-    try:
-        for expression, stem in zip(expressions, _stems(expressions), strict=True):
-            prediction = predict(model, expression, "greedy")
-            check = checker.check(prediction.expression, prediction.series)
-            records.append(_record(prediction, check))
-            echo(f"{expression} → {describe_series(prediction)} [{check.verdict}]")
-            for kind in ("encoder", "decoder", "cross"):
-                save(heatmap_figure(prediction, check, kind, timeout), f"{stem}_{kind}")
-                save(grid_figure(prediction, check, kind, timeout), f"{stem}_{kind}_heads")
-    finally:
-        checker.close()
+    with canvas.slide_text():
+        save(two_token_figure(size), "attention_two_tokens")
+        save(positional_encoding_figure(model, size), "positional_encoding")
+        if weights.log is not None:
+            save(loss_figure(weights.log, weights.name, size), "loss")
+        else:
+            echo(f"  no log.csv beside {weights.name}: no loss curve")
+        try:
+            for expression, stem in zip(expressions, _stems(expressions), strict=True):
+                prediction = predict(model, expression, "greedy")
+                check = checker.check(prediction.expression, prediction.series)
+                records.append(_record(prediction, check))
+                echo(f"{expression} → {describe_series(prediction)} [{check.verdict}]")
+                for kind in ("encoder", "decoder", "cross"):
+                    save(heatmap_figure(prediction, check, kind, timeout, size), f"{stem}_{kind}")
+                    for layer in range(len(prediction.attention[kind])):
+                        figure = grid_figure(prediction, check, kind, timeout, size, layer)
+                        save(figure, f"{stem}_{kind}_heads_layer{layer + 1}")
+        finally:
+            checker.close()
 
     manifest = {
         "weights": weights.name,
@@ -170,6 +188,7 @@ def make_figures(
         "labutils_version": __version__,
         "matplotlib_version": matplotlib.__version__,
         "made_by": "python -m labutils figures",
+        "aspect": aspect,
         "expressions": records,
         "files": sorted(files),
     }
@@ -178,14 +197,18 @@ def make_figures(
     return manifest
 
 
-def save_figure(figure, path: Path) -> list[str]:
-    """Save ``figure`` as ``path``.png (200 dpi) and ``path``.svg, reproducibly; close it; the file names."""
-    options = {"bbox_inches": "tight", "pad_inches": 0.1}
+def save_figure(figure, path: Path, formats: Sequence[str] = COMMITTED_FORMATS) -> list[str]:
+    """Save ``figure`` as ``path``.png (200 dpi), .svg and/or .pdf at its own size (a slide's), reproducibly;
+    close it; the file names."""
+    metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+    names = []
     with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path"}):
-        figure.savefig(path.with_suffix(".png"), dpi=DPI, metadata={"Software": None}, **options)
-        figure.savefig(path.with_suffix(".svg"), metadata={"Date": None}, **options)
+        for fmt in formats:
+            target = path.with_name(f"{path.name}.{fmt}")
+            figure.savefig(target, format=fmt, dpi=DPI, metadata=metadata[fmt])
+            names.append(target.name)
     plt.close(figure)
-    return [path.with_suffix(".png").name, path.with_suffix(".svg").name]
+    return names
 
 
 def _remove_stale(out: Path, made: set[str]) -> None:
@@ -247,23 +270,26 @@ def stale(folder: str | Path, weights: str | Path | None = None, name: str = SHI
 # ------------------------------------------------------------------------------------------ the figures
 
 
-def two_token_figure():
-    """The lecture's example: two tokens, QKᵀ as dot products, and Softmax(QKᵀ/√d) row by row (÷ a₁, a₂).
+def two_token_figure(size: tuple[float, float] = ASPECTS["16:9"]):
+    """Notebook 04's worked example: two tokens, QKᵀ/√d, and Softmax(QKᵀ/√d) row by row (÷ a₁, a₂).
 
-    The vectors are made up (d = 2, so they can be drawn); the weights come from the package's own
-    ``scaled_dot_product_attention``, and each row sums to one.
+    The same numbers as the notebook: q₁ = (1, 0), q₂ = (0, 2), k₁ = (1, 1), k₂ = (−1, 1), d = 2, so that
+    query 1 puts 0.80 of its weight on token 1 and query 2 splits its weight 0.50 / 0.50. The weights come
+    from the package's own ``scaled_dot_product_attention``, and each row sums to one.
     """
-    Q = torch.tensor([[1.6, 0.6], [-0.4, 1.3]])  # rows q₁, q₂
-    K = torch.tensor([[1.4, -0.2], [0.3, 1.5]])  # rows k₁, k₂
+    Q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # rows q₁, q₂
+    K = torch.tensor([[1.0, 1.0], [-1.0, 1.0]])  # rows k₁, k₂
     _, A = scaled_dot_product_attention(Q, K, K)  # A (2, 2): Softmax(QKᵀ/√d)
     d = Q.shape[1]
     scores = (Q @ K.T / math.sqrt(d)).numpy()  # (2, 2)
+    a = np.exp(scores).sum(axis=1)  # a₁, a₂: each row's normalizer
     A = A.numpy()
 
     figure, (vectors, middle, right) = plt.subplots(
-        1, 3, figsize=(15, 4.6), layout="constrained", gridspec_kw={"width_ratios": (1, 1.1, 1.25)}
+        1, 3, figsize=size, layout="constrained", gridspec_kw={"width_ratios": (0.9, 1.1, 1.1)}
     )
     colours = {"q": "#0072B2", "k": "#D55E00"}
+    offsets = {"q": (0.08, 0.08), "k": (-0.25, 0.08)}
     for name, rows in (("q", Q), ("k", K)):
         for i, (u, v) in enumerate(rows.tolist(), start=1):
             style = "-" if name == "q" else "--"
@@ -271,10 +297,13 @@ def two_token_figure():
                 "",
                 (u, v),
                 (0, 0),
-                arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": 2, "ls": style},
+                arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": 2.5, "ls": style},
             )
-            vectors.text(u * 1.08, v * 1.08 + 0.05, f"${name}_{i}$", color=colours[name], fontsize=14)
-    vectors.set(xlim=(-1, 2), ylim=(-0.6, 1.9), aspect="equal", title="two tokens as vectors (d = 2)")
+            dx, dy = offsets[name]
+            label = f"${name}_{i} = ({u:g}, {v:g})$"
+            vectors.text(u + dx, v + dy, label, color=colours[name], fontsize=canvas.pt(14))
+    vectors.set(xlim=(-1.6, 2.1), ylim=(-0.5, 2.5), aspect="equal")
+    vectors.set_title("two tokens as vectors (d = 2)")
     vectors.axhline(0, color="#999", lw=0.6)
     vectors.axvline(0, color="#999", lw=0.6)
     vectors.set_xlabel("component 1")
@@ -285,25 +314,41 @@ def two_token_figure():
     for i in range(2):
         for j in range(2):
             text = f"$q_{i + 1}\\cdot k_{j + 1}/\\sqrt{{d}}$\n= {scores[i, j]:.2f}"
-            middle.text(j, i, text, ha="center", va="center", fontsize=12, color=_ink(scores[i, j] / limit))
-    middle.set_xticks([0, 1], ["$k_1$", "$k_2$"], fontsize=13)
-    middle.set_yticks([0, 1], ["$q_1$", "$q_2$"], fontsize=13)
+            middle.text(
+                j, i, text, ha="center", va="center", fontsize=canvas.pt(14), color=_ink(scores[i, j] / limit)
+            )
+    middle.set_xticks([0, 1], ["$k_1$", "$k_2$"])
+    middle.set_yticks([0, 1], ["$q_1$", "$q_2$"])
     middle.set_xlabel("key")
     middle.set_ylabel("query")
-    middle.set_title("$QK^T/\\sqrt{d}$: how much each query matches each key")
-    figure.colorbar(image, ax=middle, label="scaled dot product", shrink=0.9)
+    middle.set_title("$QK^T/\\sqrt{d}$: query · key")
+    figure.colorbar(image, ax=middle, label="scaled dot product", shrink=0.6)
 
-    title = "$\\mathrm{Softmax}(QK^T/\\sqrt{d})$: each row divided by its sum"
+    title = "$\\mathrm{Softmax}(QK^T/\\sqrt{d})$: rows ÷ $a_i$"
     plot_attention(A, ["q1", "q2"], ["k1", "k2"], kind=None, head=None, ax=right, title=title)
-    right.set_xticks([0, 1], ["$k_1$", "$k_2$"], fontsize=13, rotation=0)
-    right.set_yticks([0, 1], [f"$q_{i}$\nrow sum\n= {A[i - 1].sum():.2f}" for i in (1, 2)], fontsize=11)
+    right.set_xticks([0, 1], ["$k_1$", "$k_2$"], rotation=0)
+    right.set_yticks([0, 1], [f"$q_{i}$\n$a_{i}$ = {a[i - 1]:.2f}" for i in (1, 2)])
+    right.set_xlabel("key")
+    right.set_ylabel("query")
+    right.set_aspect("equal")
+    bar = right.images[0].colorbar  # as long as the other panels' bars, not the slide's height
+    bar.remove()
+    figure.colorbar(right.images[0], ax=right, label="attention weight", shrink=0.6)
     for i in range(2):
         for j in range(2):
             text = f"$e^{{q_{i + 1}\\cdot k_{j + 1}/\\sqrt{{d}}}}/a_{i + 1}$\n= {A[i, j]:.2f}"
             right.text(
-                j, i, text, ha="center", va="center", fontsize=12, color=_ink(2 * A[i, j] - 1, "viridis")
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=canvas.pt(14),
+                color=_ink(2 * A[i, j] - 1, "viridis"),
             )
-    figure.suptitle("Attention for a sequence of two tokens: $Q = [q_1; q_2]$, $K = [k_1; k_2]$", fontsize=14)
+    figure.suptitle(
+        "Attention for two tokens: query 1 gives 0.80 of its weight to token 1, query 2 splits 0.50 / 0.50"
+    )
     return figure
 
 
@@ -314,39 +359,93 @@ def _ink(value: float, cmap: str = "RdBu_r") -> str:
     return "white" if abs(value) > 0.6 else "black"
 
 
-def positional_encoding_figure(model: Seq2SeqTransformer):
-    """The source side's positional encoding (positions × d_model) and four of its dimensions as curves."""
+def positional_encoding_figure(model: Seq2SeqTransformer, size: tuple[float, float] = ASPECTS["16:9"]):
+    """The source side's positional encoding (positions × d_model) beside four of its dimensions as curves.
+
+    The heatmap's columns are the even dimensions, then the odd ones (sines, then cosines), so that it shows
+    smooth bands rather than alternating stripes. The dimensions drawn as curves are slow enough (a
+    sinusoidal wavelength of about 20 positions or more) that their values at whole positions trace a
+    readable curve, and far enough apart that their arrows do not overlap.
+    """
     encoding = model.src_pos
     pe = encoding.pe if hasattr(encoding, "pe") else encoding.embedding.weight.detach()  # (max_len, d_model)
+    pe = pe.reshape(-1, pe.shape[-1])
     positions, d_model = pe.shape
-    dims = sorted({0, 1, d_model // 4, d_model // 2})
+    dims = sorted({d_model // 8, d_model // 8 + 1, d_model // 4, d_model // 2})  # a sine and its cosine
+    # The sines (even dimensions), then the cosines (odd): neighbouring columns then vary alike.
+    columns = [*range(0, d_model, 2), *range(1, d_model, 2)]
     kind = model.config.positional
     title = f"{kind} positional encoding of the source: {positions} positions × d_model = {d_model}"
-    return plot_positional_encoding(pe, dims=dims, title=title)
-
-
-def loss_figure(log: Path, name: str):
-    """The training curves of the run that made the weights."""
-    figure = plot_losses(log)
-    figure.axes[0].set_title(f"training of {name}", pad=24)
+    figure, axes = plt.subplots(
+        1, 2, figsize=size, layout="constrained", gridspec_kw={"width_ratios": (1.15, 1)}
+    )
+    xlabel = "dimension: the even ones (sines), then the odd ones (cosines)"
+    plot_positional_encoding(pe, ax=axes, dims=dims, title=title, columns=columns, xlabel=xlabel)
+    axes[0].set_title("")
+    figure.suptitle(title)
     return figure
 
 
-def heatmap_figure(prediction: Prediction, check: Check, kind: str, timeout: float):
+def loss_figure(log: Path, name: str, size: tuple[float, float] = ASPECTS["16:9"]):
+    """The training curves of the run that made the weights, its stages marked."""
+    who = "the shipped model" if name == SHIPPED_NAME else name
+    figure, ax = plt.subplots(figsize=size, layout="constrained")
+    plot_losses(log, ax=ax, title=f"Training of {who}: loss and validation exact match")
+    return figure
+
+
+def heatmap_figure(
+    prediction: Prediction,
+    check: Check,
+    kind: str,
+    timeout: float,
+    size: tuple[float, float] = ASPECTS["16:9"],
+):
     """One head of the last layer: the sharpest one (lowest mean entropy of its rows)."""
     maps = prediction.attention[kind]
     layer = len(maps) - 1
     head = _sharpest_head(maps[layer][0].numpy())
     n_heads = maps[layer].shape[1]
-    what = f"{KINDS[kind][0]}, layer {layer}, head {head} (the sharpest of {n_heads})"
-    title = _title(what, prediction, check, timeout)
-    return plot_attention(prediction.attention, kind=kind, layer=layer, head=head, title=title)
+    what = f"{KINDS[kind][0]}, layer {layer + 1} of {len(maps)}, head {head + 1} (the sharpest of {n_heads})"
+    title = _title(what, prediction, check, timeout, _columns(size))
+    figure, ax = plt.subplots(figsize=size, layout="constrained")
+    plot_attention(prediction.attention, kind=kind, layer=layer, head=head, title=title, ax=ax)
+    return figure
 
 
-def grid_figure(prediction: Prediction, check: Check, kind: str, timeout: float):
-    """Every layer (rows) and head (columns) of one kind of attention."""
-    title = _title(f"{KINDS[kind][0]}: every layer and head", prediction, check, timeout)
-    return plot_attention_grid(prediction.attention, kind=kind, title=title)
+def grid_figure(
+    prediction: Prediction,
+    check: Check,
+    kind: str,
+    timeout: float,
+    size: tuple[float, float] = ASPECTS["16:9"],
+    layer: int = -1,
+):
+    """Every head of one layer of one kind of attention (``layer`` from 0), on one slide."""
+    maps = prediction.attention[kind]
+    layer = layer % len(maps)
+    n_heads, lq, lk = maps[layer].shape[1:]
+    wide, tall = (lq, lk) if kind == "cross" and lq > lk else (lk, lq)  # landscape, as plot_attention draws
+    what = f"{KINDS[kind][0]}, layer {layer + 1} of {len(maps)}: its {n_heads} heads"
+    title = _title(what, prediction, check, timeout, _columns(size))
+
+    def badness(ncols: int) -> float:  # how far the panels' shape is from the maps' (square cells), gaps
+        nrows = math.ceil(n_heads / ncols)
+        return abs(math.log((size[0] / ncols) / (size[1] / nrows) / (wide / tall))) + 0.5 * (-n_heads % ncols)
+
+    ncols = min(range(1, n_heads + 1), key=badness)
+    figure, axes = plt.subplots(
+        math.ceil(n_heads / ncols), ncols, figsize=size, layout="constrained", squeeze=False
+    )
+    for extra in axes.flat[n_heads:]:
+        extra.remove()
+    plot_attention_grid(prediction.attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title)
+    return figure
+
+
+def _columns(size: tuple[float, float]) -> int:
+    """Characters per title line that fit the slide's width at the title's size."""
+    return int(size[0] * 72 / (0.6 * (canvas.SLIDE_TEXT + 2))) - 8
 
 
 def _sharpest_head(weights: np.ndarray) -> int:

@@ -25,6 +25,7 @@ class Limits:
     memory_mb: float = 4096.0  # resident memory of the kernel and its children
     output_mb: float = 10.0  # everything the submission prints or displays
     startup: float = 60.0  # for the kernel to start
+    threads: int | None = None  # CPU threads of torch and NumPy in the kernel (None: their own default)
 
 
 class Stopped(Exception):
@@ -87,7 +88,13 @@ class Kernel:
                 kernel_name="labutils-grader", kernel_spec_manager=_own_python_specs()
             )
             self._log = open(self.folder / "kernel.log", "wb")  # noqa: SIM115 (closed in __exit__)
-            self.manager.start_kernel(cwd=str(self.work), stdout=subprocess.DEVNULL, stderr=self._log)
+            env = dict(os.environ)
+            if self.limits.threads:  # read by torch, NumPy's BLAS and OpenMP when the kernel starts
+                for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                    env[name] = str(self.limits.threads)
+            self.manager.start_kernel(
+                cwd=str(self.work), stdout=subprocess.DEVNULL, stderr=self._log, env=env
+            )
             self.process = self.manager.provisioner.process
             self.client = self.manager.client()
             self.client.start_channels()

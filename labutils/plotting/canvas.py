@@ -5,6 +5,8 @@ Shared by the heatmaps and the curves; not meant for use outside ``labutils.plot
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,6 +17,40 @@ from matplotlib.figure import Figure
 COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 CELLS = {"aspect": "auto", "interpolation": "nearest"}  # imshow: one sharp rectangle per array entry
+#: Slide sizes in inches (PowerPoint's and Keynote's 16:9 and 4:3 pages).
+SLIDES = {"16:9": (13.33, 7.5), "4:3": (10.0, 7.5)}
+#: The smallest text on a slide, in points: what still reads from the back of a lecture hall.
+SLIDE_TEXT = 12.0
+_smallest = [0.0]  # the smallest text size now asked for (0: the plots' own sizes)
+
+
+def pt(size: float) -> float:
+    """A text size in points, raised to the smallest one asked for by ``slide_text`` (if any)."""
+    return max(float(size), _smallest[0])
+
+
+@contextmanager
+def slide_text(smallest: float = SLIDE_TEXT) -> Iterator[None]:
+    """Within the block, every plot draws no text under ``smallest`` points: ticks, labels, legends, titles.
+
+    Token labels that no longer fit are thinned (every k-th labelled, as the axis name says).
+    """
+    sizes = {
+        "font.size": smallest + 2,
+        "axes.titlesize": smallest + 4,
+        "axes.labelsize": smallest + 2,
+        "xtick.labelsize": smallest,
+        "ytick.labelsize": smallest,
+        "legend.fontsize": smallest,
+        "figure.titlesize": smallest + 6,
+    }
+    previous = _smallest[0]
+    _smallest[0] = smallest
+    try:
+        with plt.rc_context(sizes):
+            yield
+    finally:
+        _smallest[0] = previous
 
 
 def to_numpy(x) -> np.ndarray:

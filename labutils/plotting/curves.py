@@ -18,14 +18,18 @@ from labutils.plotting import canvas
 _STYLES = ("-", "--", "-.", ":")
 
 
-def plot_losses(log: str | Path, ax: Axes | None = None, save: str | Path | None = None) -> Figure:
+def plot_losses(
+    log: str | Path, ax: Axes | None = None, save: str | Path | None = None, *, title: str | None = None
+) -> Figure:
     """Train and validation loss against step (log scale), and validation exact match on a second axis.
 
     ``log`` is a run's ``log.csv`` or the run folder holding it (columns ``step,…,train_loss,val_loss,
-    val_exact,…``, as ``labutils.train`` writes them; empty cells are skipped).
+    val_exact,…``, as ``labutils.train`` writes them; empty cells are skipped). When the log has a
+    ``stage`` column (a run continued from trained weights), a dotted line marks where each stage began and
+    each stretch is named at the top. ``title`` defaults to the run's folder name.
     """
     save_path = canvas.check_save(save)
-    path, columns = _read_log(log)
+    path, columns, stages = _read_log(log)
     fig, ax, _ = canvas.figure_for(ax, ((8.0, 4.8), None))
     step = columns["step"]
     lines = []
@@ -51,9 +55,32 @@ def plot_losses(log: str | Path, ax: Axes | None = None, save: str | Path | None
     exact_ax.set_ylim(0, max(1.0, float(np.max(exact[keep], initial=0)) * 1.05))
     exact_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     exact_ax.set_ylabel("validation exact match", color=canvas.COLOURS[2])
-    ax.legend(handles=lines, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False, fontsize=8)
-    ax.set_title(f"training run: {path.parent.name or path.name}", pad=24)
+    _mark_stages(ax, step, stages)
+    ax.legend(
+        handles=lines, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False, fontsize=canvas.pt(8)
+    )
+    ax.set_title(title or f"training run: {path.parent.name or path.name}", pad=canvas.pt(8) * 3)
     return canvas.finish(fig, save_path)
+
+
+def _mark_stages(ax, step: np.ndarray, stages: list[str] | None) -> None:
+    """A dotted line where each stage of the run began, and the stage's name at the top of its stretch."""
+    if not stages or len(set(stages)) < 2:
+        return
+    starts = [0] + [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
+    ends = starts[1:] + [len(stages)]
+    top = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    for n, (start, end) in enumerate(zip(starts, ends)):
+        # A stage continues from the last step of the one before: its line is drawn there.
+        begin = step[start - 1] if start > 0 else step[0]
+        if start > 0:
+            ax.axvline(begin, color="#555555", ls=":", lw=1.2)
+        if n % 2:
+            ax.axvspan(begin, step[end - 1], color="#000000", alpha=0.04, lw=0)
+        ax.text(
+            begin, 0.98, f" stage {stages[start]}", transform=top, ha="left", va="top",
+            fontsize=canvas.pt(9), color="#333333",
+        )  # fmt: skip
 
 
 def plot_positional_encoding(
@@ -64,11 +91,15 @@ def plot_positional_encoding(
     dims: Sequence[int] | None = None,
     cmap: str = "RdBu_r",
     title: str = "positional encoding",
+    columns: Sequence[int] | None = None,
+    xlabel: str = "dimension (0 … d_model − 1)",
 ) -> Figure:
     """A ``(max_len, d_model)`` encoding as a heatmap (positions down, dimensions across) centred at 0.
 
     ``dims`` adds a panel below with those dimensions as curves against position; ``ax`` is then a pair of
     Axes (heatmap, curves). Leading or middle axes of size 1 (``(1, max_len, d_model)`` buffers) are dropped.
+    ``columns`` draws the dimensions in that order (e.g. the sines, then the cosines, so that neighbouring
+    columns vary alike); ``dims`` still names dimensions of ``pe``, and their arrows find their columns.
     """
     save_path = canvas.check_save(save)
     pe = canvas.to_numpy(pe).astype(float)
@@ -94,19 +125,26 @@ def plot_positional_encoding(
             )
         heat_ax, curve_ax = given[0], given[-1]
         fig = canvas.root_figure(heat_ax.figure)
+    order = list(range(pe.shape[1])) if columns is None else [int(c) for c in columns]
+    if sorted(order) != list(range(pe.shape[1])):
+        raise ValueError(f"columns must order all {pe.shape[1]} dimensions, each once")
     limit = float(np.nanmax(np.abs(pe), initial=0.0)) or 1.0
-    image = heat_ax.imshow(pe, cmap=cmap, vmin=-limit, vmax=limit, **canvas.CELLS)
+    # Many narrow columns: averaged down to the pixels ("antialiased"), not sampled into moiré stripes.
+    image = heat_ax.imshow(
+        pe[:, order], cmap=cmap, vmin=-limit, vmax=limit, aspect="auto", interpolation="antialiased"
+    )
     fig.colorbar(image, ax=heat_ax, label="value")
-    heat_ax.set_xlabel("dimension (0 … d_model − 1)")
+    heat_ax.set_xlabel(xlabel)
     heat_ax.set_ylabel("position")
-    heat_ax.set_title(title, pad=22 if dims else 6)
+    heat_ax.set_title(title, pad=canvas.pt(7) * 3 if dims else 6)
     for i, d in enumerate(dims):
         colour = canvas.COLOURS[i % len(canvas.COLOURS)]
         # An arrow above the heatmap points at the column that each curve below draws.
         where = {"xycoords": ("data", "axes fraction"), "xytext": (0, 12), "textcoords": "offset points"}
         arrow = {"arrowprops": {"arrowstyle": "-|>", "color": colour}, "ha": "center", "va": "bottom"}
-        heat_ax.annotate(str(d), (d, 1), fontsize=7, color=colour, **where, **arrow)
-        style = {"color": colour, "ls": _STYLES[i % len(_STYLES)], "lw": 1.4}
+        heat_ax.annotate(str(d), (order.index(d), 1), fontsize=canvas.pt(7), color=colour, **where, **arrow)
+        # Positions are whole numbers: a marker at each, joined by a line to guide the eye.
+        style = {"color": colour, "ls": _STYLES[i % len(_STYLES)], "lw": 1.4, "marker": "o", "ms": 2.5}
         curve_ax.plot(np.arange(pe.shape[0]), pe[:, d], label=f"dimension {d}", **style)
     if dims:
         curve_ax.set_xlabel("position")
@@ -114,12 +152,16 @@ def plot_positional_encoding(
         curve_ax.set_xlim(0, pe.shape[0] - 1)
         curve_ax.grid(True, alpha=0.3)
         curve_ax.legend(
-            loc="lower left", bbox_to_anchor=(0, 1), ncols=min(len(dims), 4), fontsize=8, frameon=False
+            loc="lower left",
+            bbox_to_anchor=(0, 1),
+            ncols=min(len(dims), 2),
+            fontsize=canvas.pt(8),
+            frameon=False,
         )
     return canvas.finish(fig, save_path)
 
 
-def _read_log(log) -> tuple[Path, dict[str, np.ndarray]]:
+def _read_log(log) -> tuple[Path, dict[str, np.ndarray], list[str] | None]:
     path = Path(log)
     if path.is_dir():
         path = path / "log.csv"
@@ -151,4 +193,5 @@ def _read_log(log) -> tuple[Path, dict[str, np.ndarray]]:
     columns = {
         name: np.array([number(i + 2, name, row[name]) for i, row in enumerate(rows)]) for name in needed
     }
-    return path, columns
+    stages = [(row["stage"] or "").strip() for row in rows] if "stage" in fields else None
+    return path, columns, stages

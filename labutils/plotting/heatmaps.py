@@ -61,6 +61,7 @@ def plot_attention(
     vmax: float | None = 1.0,
     cmap: str = "viridis",
     title: str | None = None,
+    landscape: bool | None = None,
 ) -> Figure:
     """Heatmap of one head's attention: query tokens down the y axis, key tokens along the x axis.
 
@@ -68,7 +69,12 @@ def plot_attention(
     of ``attention_for`` (``layer`` and ``head`` pick the map; the tokens come from the dict unless given).
     ``kind`` is ``"encoder"``, ``"decoder"``, ``"cross"`` or None (any other map); it names the plot and, for
     ``"decoder"``, hides future keys (``causal`` overrides). With plain arrays, ``layer`` and ``head`` only
-    label the title (None leaves them out). Tokens are labelled ``position:token``.
+    label the title (None leaves them out). ``layer`` and ``head`` count from 0, as Python indexes; titles
+    number them from 1, as a person reads them. Tokens are labelled ``position:token``.
+
+    ``landscape`` puts the queries along the x axis and the keys down the y axis, so that a long series
+    lies along the long side of a page or slide; None (the default) does so for cross-attention when
+    there are more queries (the series' tokens) than keys (the expression's).
 
     Masked cells are drawn hatched grey: ``query_pad_mask`` ``(Lq,)`` and ``key_pad_mask`` ``(Lk,)``
     (True at ``<pad>``; inferred from ``<pad>`` tokens when not given), the causal mask, and ``mask``
@@ -95,10 +101,12 @@ def plot_attention(
     )
     _warn_if_masked_weight(w[None], should_be_zero)
 
-    fig, ax, (width, height) = canvas.figure_for(ax, _single_size(w.shape, q_labels, k_labels))
+    landscape = _landscape(landscape, kind, w.shape)
+    drawn = (w.shape[::-1], k_labels, q_labels) if landscape else (w.shape, q_labels, k_labels)
+    fig, ax, (width, height) = canvas.figure_for(ax, _single_size(*drawn))
     codes = np.where((codes == 0) & np.isnan(w), _MASKED, codes)
     top = (np.nanmax(np.where(codes == 0, w, np.nan), initial=0.0) or 1.0) if vmax is None else vmax
-    image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind)
+    image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind, landscape=landscape)
     bar_aspect = float(np.clip(height / 0.2, 10, 60))  # a bar about 0.2 in wide, whatever the map's height
     fig.colorbar(
         image, ax=ax, label="attention weight", extend=_extend(w[codes == 0], 0.0, top), aspect=bar_aspect
@@ -106,7 +114,8 @@ def plot_attention(
     legend = _mask_legend(ax, codes)
     if title is None:
         title = ", ".join(
-            [KINDS[kind][0]] + [f"{n} {i}" for n, i in (("layer", layer), ("head", head)) if i is not None]
+            [KINDS[kind][0]]
+            + [f"{n} {i + 1}" for n, i in (("layer", layer), ("head", head)) if i is not None]
         )
     ax.set_title(title, pad=26 if legend else 6)
     return canvas.finish(fig, save_path)
@@ -130,6 +139,7 @@ def plot_attention_grid(
     cmap: str = "viridis",
     ncols: int | None = None,
     title: str | None = None,
+    landscape: bool | None = None,
 ) -> Figure:
     """All heads of one layer, or layers × heads, on one shared colour scale with a single colorbar.
 
@@ -137,7 +147,8 @@ def plot_attention_grid(
     of them, or None for all), or one layer's ``(H, Lq, Lk)`` / ``(1, H, Lq, Lk)`` array (an int ``layers``
     then only labels it). ``heads`` picks heads (default all). Several layers give a row per layer; one
     layer wraps its heads in rows of ``ncols`` (default 4). Tick labels appear on the outer axes only.
-    ``axes`` is an array of at least as many Axes as panels. Masks and ``vmax`` are as in ``plot_attention``.
+    ``axes`` is an array of at least as many Axes as panels. Masks, ``vmax`` and ``landscape`` are as in
+    ``plot_attention``; layers and heads are numbered from 1 in the titles.
     """
     save_path = canvas.check_save(save)
     kind = _check_kind(kind)
@@ -159,11 +170,13 @@ def plot_attention_grid(
     ncols = ncols or (len(heads) if len(rows) > 1 else min(len(heads), 4))
     nrows = math.ceil(len(panels) / ncols)
 
-    lq, lk = panels[0][2].shape
+    landscape = _landscape(landscape, kind, panels[0][2].shape)
+    lq, lk = panels[0][2].shape[::-1] if landscape else panels[0][2].shape
     if axes is None:
         panel_w, panel_h = _span(lk, 0.16, 1.6, 4.5), _span(lq, 0.16, 1.6, 5.0)
-        width = ncols * panel_w + _label_inches(q_labels, 8) + 2.0
-        height = nrows * panel_h + _label_inches(k_labels, 8) + 1.4
+        y_labels, x_labels = (k_labels, q_labels) if landscape else (q_labels, k_labels)
+        width = ncols * panel_w + _label_inches(y_labels, 8) + 2.0
+        height = nrows * panel_h + _label_inches(x_labels, 8) + 1.4
         shrink = min(1.0, 17 / width, 15 / height)  # within a screen: panels shrink, the labels thin out
         fig, grid = plt.subplots(
             nrows, ncols, figsize=(width * shrink, height * shrink), layout="constrained", squeeze=False
@@ -188,11 +201,18 @@ def plot_attention_grid(
     for (layer, head, w), c, a, (left, bottom), size in zip(
         panels, all_codes, used, outer, sizes, strict=True
     ):
-        image = _heatmap(a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom)
-        a.set_title(("" if layer is None else f"layer {layer}, ") + f"head {head}", fontsize=9)
-    bottom_row = [a for a, (_, bottom) in zip(used, outer, strict=True) if bottom]
-    for a in bottom_row[1:]:  # the key-axis name once, under the first panel, not running into the next
-        a.set_xlabel("")
+        image = _heatmap(a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom, landscape)
+        a.set_title(
+            ("" if layer is None else f"layer {layer + 1}, ") + f"head {head + 1}", fontsize=canvas.pt(9)
+        )
+    if len(used) > 1:  # each axis named once, for the whole grid, not running into the next panel
+        ylabel = used[0].get_ylabel()
+        xlabel = next(a.get_xlabel() for a, (_, bottom) in zip(used, outer, strict=True) if bottom)
+        for a in used:
+            a.set_xlabel("")
+            a.set_ylabel("")
+        fig.supylabel(ylabel, fontsize=canvas.pt(9))
+        fig.supxlabel(xlabel, fontsize=canvas.pt(9))
     fig.colorbar(image, ax=used, label="attention weight", extend=_extend(shown, 0.0, top), shrink=0.9)
     present = sorted(set(np.unique(np.stack(all_codes))) - {0})
     if present:
@@ -202,7 +222,7 @@ def plot_attention_grid(
     if title is None:
         layer_names = {layer for layer, _ in rows}
         title = KINDS[kind][0] + (
-            f", layer {rows[0][0]}" if len(rows) == 1 and None not in layer_names else ""
+            f", layer {rows[0][0] + 1}" if len(rows) == 1 and None not in layer_names else ""
         )
     fig.suptitle(title)
     return canvas.finish(canvas.root_figure(fig), save_path)
@@ -248,7 +268,14 @@ def plot_mask(
         *_mask_handles([_MASKED]),
     ]
     handles[1].set_label(f"masked ({n_masked})")
-    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False, fontsize=8)
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, 1),
+        ncols=2,
+        frameon=False,
+        fontsize=canvas.pt(8),
+    )
     ax.set_title(title, pad=26)
     return canvas.finish(fig, save_path)
 
@@ -432,15 +459,15 @@ def _outer(ax) -> tuple[bool, bool]:
 def _tick_style(n: int, length_in: float) -> tuple[float, int]:
     """Font size by the room per label (6–9 pt), and the step that keeps labels from overlapping."""
     cell_pt = 72 * length_in / max(n, 1)
-    size = float(np.clip(0.75 * cell_pt, 6, 9))
+    size = float(np.clip(0.75 * cell_pt, canvas.pt(6), canvas.pt(9)))
     return size, max(1, math.ceil(1.3 * size / cell_pt))
 
 
-def _axis_names(kind, q_labels, k_labels, size_in) -> list[str]:
+def _axis_names(kind, q_labels, k_labels, size_in, landscape=False) -> list[str]:
     """The y and x axis names of a map, e.g. ``query (target token)``, saying when labels are thinned."""
     names = []
-    axes = zip(("query", "key"), KINDS[kind][1:], (q_labels, k_labels), size_in[::-1], strict=True)
-    for role, side, labels, length in axes:
+    sides = [("query", KINDS[kind][1], q_labels), ("key", KINDS[kind][2], k_labels)]
+    for (role, side, labels), length in zip(sides[::-1] if landscape else sides, size_in[::-1], strict=True):
         notes = [f"{side} token"] if side else []
         every = _tick_style(len(labels), length)[1]
         if every > 1:
@@ -450,6 +477,11 @@ def _axis_names(kind, q_labels, k_labels, size_in) -> list[str]:
             notes.append(f"every {every}{suffix} labelled")
         names.append(f"{role} ({', '.join(notes)})" if notes else role)
     return names
+
+
+def _landscape(landscape: bool | None, kind, shape) -> bool:
+    """Whether to draw queries along x: as asked, else for cross-attention with more queries than keys."""
+    return bool(landscape) if landscape is not None else kind == "cross" and shape[0] > shape[1]
 
 
 def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show_y=True, show_x=True):
@@ -463,19 +495,24 @@ def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show
         axis.set_ticks(ticks, [labels[i] for i in ticks], fontsize=fontsize)
         axis.set_ticks(np.arange(len(labels)) if every > 1 else [], minor=True)
         if show and name:
-            axis.set_label_text(name, fontsize=9)
+            axis.set_label_text(name, fontsize=canvas.pt(9))
     ax.tick_params(axis="x", labelrotation=90, labelbottom=show_x)
     ax.tick_params(axis="y", labelleft=show_y)
     ax.tick_params(which="both", length=2)
 
 
-def _heatmap(ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True):
+def _heatmap(
+    ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True, landscape=False
+):
     colours = plt.get_cmap(cmap).with_extremes(bad=_MASKED_FILL)
+    if landscape:  # queries along x, keys down y
+        w, codes = w.T, codes.T
     data = np.ma.masked_array(w, mask=codes > 0)  # masked cells take the 'bad' colour, then a hatching
     image = ax.imshow(data, cmap=colours, vmin=0.0, vmax=vmax, **canvas.CELLS)
     _hatch(ax, codes)
-    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in)
-    _axis_labels(ax, q_labels, k_labels, size_in, ylabel, xlabel, show_y, show_x)
+    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in, landscape)
+    y_labels, x_labels = (k_labels, q_labels) if landscape else (q_labels, k_labels)
+    _axis_labels(ax, y_labels, x_labels, size_in, ylabel, xlabel, show_y, show_x)
     return image
 
 
@@ -513,7 +550,7 @@ def _mask_legend(ax, codes) -> bool:
             bbox_to_anchor=(0, 1),
             ncols=len(present),
             frameon=False,
-            fontsize=8,
+            fontsize=canvas.pt(8),
             borderaxespad=0.3,
             handleheight=1.2,
         )
