@@ -6,6 +6,10 @@ built with sympy and simplified with ``sympy.simplify``, and its source string i
 spaces.
 Its target is the series about x = 0 up to ``O(x**6)`` (Laurent where a quotient needs it), printed
 canonically by :func:`labutils.series.format_series`.
+
+One idea, the family, in its sections: drawing a member, reading what a person types and deciding whether
+it is a member (:func:`outside_family`), generating pairs, and the shipped data set's files and splits. Each
+section uses the one above, so they stay together.
 """
 
 from __future__ import annotations
@@ -348,11 +352,6 @@ def _shipped_sources() -> frozenset[str]:
         return frozenset()
 
 
-def in_family(expr: sp.Expr) -> bool:
-    """Whether an expression is inside the training family (:func:`outside_family` says why not)."""
-    return outside_family(expr) is None
-
-
 def normalize(text: str) -> str:
     """An expression as the data set prints it (``tan(hx)+sinh(gx)`` → ``tan(h*x)+sinh(g*x)``)."""
     return expression_text(parse_expression(text))
@@ -595,7 +594,6 @@ __all__ = [
     "structure",
     "parse_expression",
     "normalize",
-    "in_family",
     "outside_family",
     "simplest_sources",
     "expression_text",
