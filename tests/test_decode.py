@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from tiny_models import writer
 
 from labutils.decode import beam_search, greedy_decode, predict, translate, translate_beams
 from labutils.model import ModelConfig, Seq2SeqTransformer
@@ -164,18 +165,6 @@ def test_translate_with_beams_returns_the_best_beam():
 # ------------------------------------------------------------------------------------- one typed expression
 
 LECTURE = "cosh(a*x)**3+tanh(b*x)"
-
-
-def writer(favourite: str = "1", max_tgt_len: int = 24) -> Seq2SeqTransformer:
-    """A random model that writes ``favourite`` over and over: predictable, and wrong."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=64, max_tgt_len=max_tgt_len
-    )
-    model = Seq2SeqTransformer(config).eval()
-    with torch.no_grad():
-        model.generator.bias[TARGET_VOCAB.stoi[favourite]] += 10.0
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import sys  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
+from tiny_models import writer  # noqa: E402
 
 import labutils.widgets as widgets  # noqa: E402
 from labutils import metrics  # noqa: E402
 from labutils.decode import Prediction, read_source  # noqa: E402
 from labutils.metrics import Check  # noqa: E402
-from labutils.model import ModelConfig, Seq2SeqTransformer, attention_for_codes, save_weights  # noqa: E402
+from labutils.model import attention_for_codes, save_weights  # noqa: E402
 from labutils.plotting import KINDS  # noqa: E402
 from labutils.tokens import TARGET_VOCAB, tokenize  # noqa: E402
 from labutils.widgets import AttentionExplorer  # noqa: E402
@@ -25,21 +25,9 @@ LECTURE_SERIES = "1+b*x+3*a**2*x**2/2-b**3*x**3/3+7*a**4*x**4/8+2*b**5*x**5/15+O
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def small_model(favourite: str = "1", max_tgt_len: int = 24) -> Seq2SeqTransformer:
-    """A random model that writes ``favourite`` over and over: predictable, and wrong."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=64, max_tgt_len=max_tgt_len
-    )
-    model = Seq2SeqTransformer(config).eval()
-    with torch.no_grad():
-        model.generator.bias[TARGET_VOCAB.stoi[favourite]] += 10.0
-    return model
-
-
 @pytest.fixture(scope="module")
 def model():
-    return small_model()
+    return writer()
 
 
 @pytest.fixture(scope="module")
