@@ -7,8 +7,8 @@ they follow the conventions that ``labutils.instructor.release`` checks, and pub
 from __future__ import annotations
 
 import copy
-import dataclasses
 import csv
+import dataclasses
 import json
 import os
 import shutil
