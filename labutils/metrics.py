@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from labutils.data import SYMPY_GLOBALS, SYMPY_NAMES, parse_expression
-from labutils.series import series_text
+from labutils.series import series_text, x
 from labutils.tokens import TARGET_VOCAB, tokenize
 
 OK, WRONG, TIMEOUT, UNPARSABLE = "ok", "wrong", "timeout", "unparsable"
@@ -240,7 +240,7 @@ def categories(source: str, target: str) -> dict[str, str]:
     """
     expr = parse_expression(source)
     functions = sorted(expr.atoms(sp.Function), key=str)
-    symbols_of = [f.args[0].free_symbols - {X} for f in functions]
+    symbols_of = [f.args[0].free_symbols - {x} for f in functions]
     if len(functions) < 2:
         terms, operator, symbols = "one term", "none", "one term"
     else:
@@ -264,16 +264,13 @@ def categories(source: str, target: str) -> dict[str, str]:
     }
 
 
-X = sp.Symbol("x")
-
-
 def _powers(series: str) -> list[int]:
     """The powers of x in a series (read with sympy)."""
     try:
         expr = sp.expand(parse_series(series))
     except ValueError:
         return []
-    return [int(term.as_coeff_exponent(X)[1]) for term in sp.Add.make_args(expr)]
+    return [int(term.as_coeff_exponent(x)[1]) for term in sp.Add.make_args(expr)]
 
 
 @dataclass(frozen=True)
