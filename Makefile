@@ -12,6 +12,9 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+# setuptools prints a boxed notice on every editable install ("Please be careful with folders … same name as
+# your package"), whatever the project declares; it is about this very checkout, so it says nothing here.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: lab test install install-dev test-browser figures artifacts benchmarks lint clean-venv
 
@@ -21,11 +24,11 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install -q '$(TORCH)' $(TORCH_FROM)
-	$(PY) -m pip install -q -e .
+	$(QUIET_EDITABLE) $(PY) -m pip install -q -e .
 
 install-dev: $(PY)
 	$(PY) -m pip install -q '$(TORCH)' $(TORCH_FROM)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(QUIET_EDITABLE) $(PY) -m pip install -q -e '.[dev]'
 
 lab: install
 	@mkdir -p work
@@ -56,7 +59,7 @@ BROWSER_SCREENSHOTS ?= build/browser-screenshots
 test-browser:
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory install-dev || exit 1; \
-	$(PY) -m pip install -q '$(TORCH)' -e '.[dev,browser]' || exit 1; \
+	$(QUIET_EDITABLE) $(PY) -m pip install -q '$(TORCH)' -e '.[dev,browser]' || exit 1; \
 	t1=$$(date +%s); echo "== install: $$((t1 - start)) s"; \
 	echo "== screenshots go to $(BROWSER_SCREENSHOTS)/"; \
 	LABUTILS_BROWSER_SCREENSHOTS='$(BROWSER_SCREENSHOTS)' $(PY) -m pytest -q -s -p no:cacheprovider tests/browser; \
