@@ -37,7 +37,7 @@ from labutils import metrics, plotting
 from labutils.decode import Prediction, describe_series, predict
 from labutils.metrics import Check, SympyChecker
 from labutils.model import Seq2SeqTransformer, load_pretrained, load_weights
-from labutils.plotting import plot_attention, plot_attention_grid
+from labutils.plotting import next_tokens, plot_attention, plot_attention_grid
 from labutils.tokens import TokenizationError
 
 __all__ = ["explore", "AttentionExplorer"]
@@ -358,6 +358,7 @@ class AttentionExplorer(w.VBox):
         head = self.head.value if head is None else head
         attention = prediction.attention
         lq, lk = attention[kind][layer].shape[-2:]
+        rows = {"predicted_tokens": _predicted(prediction)} if kind in ("decoder", "cross") else {}
         if head == ALL_HEADS:
             n_heads = attention[kind][layer].shape[1]
             panel = (_clip(0.16 * lk, 1.8, 4.5), _clip(0.16 * lq, 1.8, 5.0))
@@ -378,11 +379,13 @@ class AttentionExplorer(w.VBox):
             for extra in axes.flat[n_heads:]:
                 extra.remove()
             title = f"{plotting.KINDS[kind][0]}, layer {layer + 1}, all heads"
-            plot_attention_grid(attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title)
+            plot_attention_grid(
+                attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title, **rows
+            )
         else:
             size = (_clip(0.3 * lk, 3.0, 8.0) + 2.8, _clip(0.3 * lq, 2.5, 9.0) + 2.0)
             figure = Figure(figsize=size, layout="constrained")
-            plot_attention(attention, kind=kind, layer=layer, head=head, ax=figure.subplots())
+            plot_attention(attention, kind=kind, layer=layer, head=head, ax=figure.subplots(), **rows)
         return figure
 
     # ---- what is shown
@@ -440,10 +443,11 @@ class AttentionExplorer(w.VBox):
             return None
         attention = self._shown.attention
         kind, layer, head = self.kind.value, self.layer.value, self.head.value
+        rows = {"predicted_tokens": _predicted(self._shown)} if kind in ("decoder", "cross") else {}
         if head == ALL_HEADS:
-            figure = plot_attention_grid(attention, kind=kind, layers=layer)
+            figure = plot_attention_grid(attention, kind=kind, layers=layer, **rows)
         else:
-            figure = plot_attention(attention, kind=kind, layer=layer, head=head)
+            figure = plot_attention(attention, kind=kind, layer=layer, head=head, **rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "FigureCanvasAgg is non-interactive"
             plt.show()
@@ -460,6 +464,11 @@ class AttentionExplorer(w.VBox):
         for control in (*controls, self.series_output, self.figure, *self.children):
             control.close()
         super().close()
+
+
+def _predicted(prediction: Prediction) -> list[str | None]:
+    """What each row of the decoder's maps predicts: the next token written (``<eos>`` after the last)."""
+    return next_tokens(prediction.attention["target_tokens"], written=prediction.series)
 
 
 def _describe(error: BaseException, name: bool = True) -> str:

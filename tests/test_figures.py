@@ -226,7 +226,8 @@ def test_cross_attention_is_landscape_and_layers_and_heads_count_from_1(checkpoi
     ax = figure.axes[0]
     height, width = ax.images[0].get_array().shape
     assert width > height  # the series' 16 tokens along x, the expression's along y
-    assert ax.get_xlabel().startswith("query (target token") and ax.get_ylabel().startswith("key")
+    assert ax.get_xlabel().startswith("query (target token read → token predicted")
+    assert ax.get_ylabel().startswith("key")
     assert "layer 1 of 1, head " in ax.get_title() and "head 0" not in ax.get_title()
     grid = figures.grid_figure(prediction, Check("wrong"), "cross", 30.0, layer=0)
     assert sorted(a.get_title() for a in grid.axes if a.get_title()) == ["layer 1, head 1", "layer 1, head 2"]
@@ -252,3 +253,26 @@ def test_format_and_aspect(checkpoint, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["aspect"] == "4:3" and all(name.endswith(".pdf") for name in manifest["files"])
     assert (out / "loss.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("kind", ["decoder", "cross"])
+def test_decoder_rows_are_labelled_with_what_they_read_and_predict(checkpoint, kind):
+    """The model writes "1" sixteen times, to its length limit: each row predicts the next "1", and the
+    last row's next token (past the limit of the maps) is not shown, never claimed to be <eos>."""
+    from labutils.decode import predict
+    from labutils.metrics import Check
+    from labutils.model import load_weights
+
+    prediction = predict(load_weights(checkpoint), "tan(h*x)+sinh(g*x)", "greedy")
+    for figure in (
+        figures.heatmap_figure(prediction, Check("wrong"), kind, 30.0),
+        figures.grid_figure(prediction, Check("wrong"), kind, 30.0, layer=0),
+    ):
+        ax = figure.axes[0]
+        figure.canvas.draw()
+        rows = ax.get_xticklabels() if kind == "cross" else ax.get_yticklabels()
+        labels = [t.get_text() for t in rows if t.get_text()]
+        assert labels[0] == "0:<sos> → 1" and all(" → " in label for label in labels)
+        assert "<eos>" not in " ".join(labels)
+        matplotlib.pyplot.close(figure)
+    assert figures._rows(prediction, kind)["predicted_tokens"][-1] == "…"

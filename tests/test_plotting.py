@@ -79,8 +79,72 @@ def test_labels_are_distinct_when_tokens_repeat():
     x_labels = [t.get_text() for t in ax.get_xticklabels()]
     y_labels = [t.get_text() for t in ax.get_yticklabels()]
     assert x_labels == [f"{i}:{t}" for i, t in enumerate(SOURCE)]  # x: keys, the source
-    assert y_labels == [f"{i}:{t}" for i, t in enumerate(TARGET)]  # y: queries, the target
+    predicted = TARGET[1:] + ["<eos>"]
+    assert y_labels == [f"{i}:{t} → {p}" for i, (t, p) in enumerate(zip(TARGET, predicted))]  # y: queries
     assert len(set(x_labels)) == len(x_labels) and "5:x" in x_labels and "14:x" in x_labels
+
+
+@pytest.mark.parametrize("kind", ["decoder", "cross"])
+def test_decoder_rows_say_what_they_read_and_what_they_predict(kind):
+    """The query at position i reads target token i and predicts token i + 1: the row's label says both."""
+    n = len(TARGET)
+    w = softmax_rows(np.random.default_rng(1), (n, n if kind == "decoder" else len(SOURCE)), causal=True)
+    keys = TARGET if kind == "decoder" else SOURCE
+    ax = plot_attention(w, TARGET, keys, kind=kind, head=None, landscape=False).axes[0]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows[0] == "0:<sos> → 1" and rows[4] == "4:* → x" and rows[-1] == f"{n - 1}:2 → <eos>"
+    assert ax.get_ylabel() == "query (target token read → token predicted)"
+    if kind == "decoder":  # the keys are what was read: key i is the token row i reads
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{i}:{t}" for i, t in enumerate(TARGET)]
+    grid = plot_attention_grid(np.stack([w, w]), TARGET, keys, kind=kind, landscape=False)
+    assert [t.get_text() for t in grid.axes[0].get_yticklabels()] == rows
+    assert "read → token predicted" in grid.get_supylabel()
+
+
+def test_cross_attention_in_landscape_puts_reads_and_predicts_along_x():
+    w = softmax_rows(np.random.default_rng(1), (len(TARGET), 4))
+    ax = plot_attention(w, TARGET, SOURCE[:4], kind="cross", head=None).axes[0]
+    assert ax.get_xticklabels()[0].get_text() == "0:<sos> → 1"
+    assert ax.get_xlabel().startswith("query (target token read → token predicted")
+
+
+def test_next_tokens_end_with_eos_unless_the_series_goes_on():
+    tokens = ["<sos>", "1", "+", "x"]
+    assert plotting.next_tokens(tokens) == ["1", "+", "x", "<eos>"]
+    assert plotting.next_tokens(tokens, written="1+x") == ["1", "+", "x", "<eos>"]
+    # cut at the length limit: the model wrote a token past the last one shown
+    assert plotting.next_tokens(tokens, written="1+x*") == ["1", "+", "x", "…"]
+    # a whole target with its <eos> and padding: those positions predict nothing
+    assert plotting.next_tokens(tokens + ["<eos>", "<pad>"]) == ["1", "+", "x", "<eos>", None, None]
+    assert plotting.next_tokens(["<sos>", "1", "<pad>"]) == ["1", "<eos>", None]
+
+
+def test_rows_that_predict_nothing_keep_their_plain_label_and_predictions_can_be_given():
+    tokens = ["<sos>", "x", "<eos>", "<pad>"]
+    w = np.array(
+        [[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.2, 0.3, 0.5, 0], [0.2, 0.3, 0.5, 0]]
+    )  # no weight on <pad>
+    ax = plot_attention(w, tokens, tokens, kind="decoder", head=None).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "0:<sos> → x",
+        "1:x → <eos>",
+        "2:<eos>",
+        "3:<pad>",
+    ]
+    given = ["x", "*", None, None]
+    ax = plot_attention(w, tokens, tokens, kind="decoder", head=None, predicted_tokens=given).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["0:<sos> → x", "1:x → *"]
+    with pytest.raises(ValueError, match="one token .or None. for each of the 4 queries"):
+        plot_attention(w, tokens, tokens, kind="decoder", head=None, predicted_tokens=given[:3])
+    with pytest.raises(ValueError, match="predicted_tokens label the rows of decoder"):
+        plot_attention(w, tokens, tokens, kind="encoder", head=None, predicted_tokens=given)
+
+
+def test_encoder_rows_and_other_maps_are_not_shifted():
+    w = softmax_rows(np.random.default_rng(1), (len(TARGET), len(TARGET)))
+    for kind in ("encoder", None):
+        ax = plot_attention(w, TARGET, TARGET, kind=kind, head=None).axes[0]
+        assert [t.get_text() for t in ax.get_yticklabels()] == [f"{i}:{t}" for i, t in enumerate(TARGET)]
 
 
 @pytest.mark.parametrize(
@@ -108,7 +172,7 @@ def test_attention_dict_gives_the_map_and_the_tokens_of_its_kind():
     attn = attention_dict(np.random.default_rng(4))
     ax = plot_attention(attn, kind="cross", layer=1, head=2).axes[0]
     np.testing.assert_allclose(image_of(ax), attn["cross"][1][0, 2].numpy())
-    assert ax.get_yticklabels()[1].get_text() == "1:1" and ax.get_xticklabels()[1].get_text() == "1:cosh"
+    assert ax.get_yticklabels()[1].get_text() == "1:1 → +" and ax.get_xticklabels()[1].get_text() == "1:cosh"
     ax = plot_attention(attn, kind="encoder", layer=0, head=0).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [t.get_text() for t in ax.get_xticklabels()]
     assert ax.get_xticklabels()[1].get_text() == "1:cosh"
@@ -353,7 +417,14 @@ def test_positional_encoding_is_centred_at_zero_with_optional_curves():
 
 def test_public_functions():
     assert sorted(plotting.__all__) == sorted(
-        ["plot_attention", "plot_attention_grid", "plot_mask", "plot_losses", "plot_positional_encoding"]
+        [
+            "plot_attention",
+            "plot_attention_grid",
+            "plot_mask",
+            "next_tokens",
+            "plot_losses",
+            "plot_positional_encoding",
+        ]
     )
 
 

@@ -153,6 +153,38 @@ def test_a_correct_series_is_confirmed(explorer, model, monkeypatch):
     assert "sympy's series" not in explorer.summary()
 
 
+def _row_labels(figure) -> list[str]:
+    """The tick labels of the first map that say ``reads → predicts`` (rows, or columns in landscape)."""
+    ax = figure.axes[0]
+    labels = [t.get_text() for t in (*ax.get_yticklabels(), *ax.get_xticklabels())]
+    return [label for label in labels if " → " in label]
+
+
+def test_decoder_maps_label_each_row_with_what_it_reads_and_predicts(explorer, model, monkeypatch):
+    show(explorer, expression=LECTURE, decoding="greedy")  # "1" written up to the limit, 24 tokens
+    cut = explorer.draw(kind="decoder", layer=1, head=0)
+    assert _row_labels(cut)[:2] == ["0:<sos> → 1", "1:1 → 1"]
+    assert cut.axes[0].get_ylabel().startswith("query (target token read → token predicted")
+    assert not any("<eos>" in label for label in _row_labels(cut))  # cut at the limit: no end is claimed
+    assert (
+        _row_labels(explorer.draw(kind="encoder", layer=0, head=0)) == []
+    )  # the encoder reads, nothing more
+
+    series = "1+b*x+O(x**6)"
+
+    def whole(model, expression, decoding="greedy", beam=4):
+        normalized, src_codes = read_source(expression)
+        codes = TARGET_VOCAB.encode(tokenize(series))
+        return Prediction(normalized, decoding, series, attention_for_codes(model, src_codes, codes))
+
+    monkeypatch.setattr(widgets, "predict", whole)
+    show(explorer, expression="cos(a*x)+tanh(b*x)")
+    expected = ["0:<sos> → 1", "1:1 → +", "2:+ → b", "3:b → *", "4:* → x", "5:x → +", "6:+ → O(x**6)"]
+    expected.append("7:O(x**6) → <eos>")  # the model wrote <eos> after its last token
+    for kind, head in (("cross", 0), ("decoder", 0), ("decoder", "all"), ("cross", "all")):
+        assert _row_labels(explorer.draw(kind=kind, layer=1, head=head)) == expected, (kind, head)
+
+
 def test_an_unexpected_error_is_shown_not_lost_in_a_thread(explorer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

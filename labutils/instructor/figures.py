@@ -45,6 +45,7 @@ from labutils.model import (
 from labutils.plotting import (
     KINDS,
     canvas,
+    next_tokens,
     plot_attention,
     plot_attention_grid,
     plot_losses,
@@ -409,7 +410,8 @@ def heatmap_figure(
     what = f"{KINDS[kind][0]}, layer {layer + 1} of {len(maps)}, head {head + 1} (the sharpest of {n_heads})"
     title = _title(what, prediction, check, timeout, _columns(size))
     figure, ax = plt.subplots(figsize=size, layout="constrained")
-    plot_attention(prediction.attention, kind=kind, layer=layer, head=head, title=title, ax=ax)
+    rows = _rows(prediction, kind)
+    plot_attention(prediction.attention, kind=kind, layer=layer, head=head, title=title, ax=ax, **rows)
     return figure
 
 
@@ -439,7 +441,14 @@ def grid_figure(
     )
     for extra in axes.flat[n_heads:]:
         extra.remove()
-    plot_attention_grid(prediction.attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title)
+    plot_attention_grid(
+        prediction.attention,
+        kind=kind,
+        layers=layer,
+        axes=axes.flat[:n_heads],
+        title=title,
+        **_rows(prediction, kind),
+    )
     return figure
 
 
@@ -478,3 +487,10 @@ def _wrap(text: str, columns: int) -> list[str]:
         lines.append(line[:columns])
         line = "    " + line[columns:]
     return lines + [line]
+
+
+def _rows(prediction: Prediction, kind: str) -> dict:
+    """The rows' ``reads → predicts`` labels of the decoder's maps (none for the encoder's)."""
+    if kind not in ("decoder", "cross"):
+        return {}
+    return {"predicted_tokens": next_tokens(prediction.attention["target_tokens"], written=prediction.series)}

@@ -9,12 +9,22 @@ attention map, not only this package's model. The conventions are the lecture's:
 * the colour map (``viridis``) grows steadily lighter, so maps read in grey scale and for colour-blind eyes;
 * each function returns its Figure, draws into ``ax`` if given, and writes ``save="name.png"`` (.svg, .pdf).
 
+Decoder self-attention and cross-attention label each row ``reads → predicts``: the decoder's query at
+position i reads target token i and predicts token i + 1 (``next_tokens``).
+
 ``attn``, the dict of ``labutils.attention_for``, can be passed whole: ``plot_attention(attn, kind="cross",
 layer=1, head=2)`` takes the layer's weights and the token lists of that kind from it.
 """
 
 from labutils.plotting.curves import plot_losses, plot_positional_encoding
 from labutils.plotting.heatmaps import KINDS as KINDS
-from labutils.plotting.heatmaps import plot_attention, plot_attention_grid, plot_mask
+from labutils.plotting.heatmaps import next_tokens, plot_attention, plot_attention_grid, plot_mask
 
-__all__ = ["plot_attention", "plot_attention_grid", "plot_mask", "plot_losses", "plot_positional_encoding"]
+__all__ = [
+    "plot_attention",
+    "plot_attention_grid",
+    "plot_mask",
+    "next_tokens",
+    "plot_losses",
+    "plot_positional_encoding",
+]

@@ -3,6 +3,11 @@
 The conventions are the lecture's: weights are ``(Lq, Lk)`` with queries as rows (y axis) and keys as
 columns (x axis); a mask is True where attention is not allowed; masked cells are drawn hatched on grey,
 never as zeros that would read as weak attention.
+
+The decoder's queries are shifted by one: the query at position i reads target token i, and the decoder's
+output there is its prediction of token i + 1. So a row of decoder self-attention or cross-attention is
+what the decoder looked at to write the *next* token, and its label says both: ``3:x → *`` reads ``x``
+and predicts ``*`` (:func:`next_tokens`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from labutils.plotting import canvas
-from labutils.tokens import PAD
+from labutils.tokens import EOS, PAD, SPECIALS
 
 # kind → (title, query side, key side); ``attention_for``'s dict labels a side with ``{side}_tokens``.
 KINDS: dict[str | None, tuple[str, str | None, str | None]] = {
@@ -30,6 +35,12 @@ KINDS: dict[str | None, tuple[str, str | None, str | None]] = {
     "cross": ("cross-attention (target → source)", "target", "source"),
     None: ("attention", None, None),
 }
+
+# Kinds whose queries are the decoder's input: their rows are labelled ``reads → predicts``.
+_PREDICTING = ("decoder", "cross")
+ARROW = " → "
+#: What a row predicts when the series goes on past the last token shown (a series cut at the length limit).
+NOT_SHOWN = "…"
 
 # Masked cells: light grey under a hatching, one pattern per reason, so they never pass for weights near 0.
 _MASKED_FILL, _HATCH_COLOUR = "#e6e6e6", "#555555"
@@ -62,6 +73,7 @@ def plot_attention(
     cmap: str = "viridis",
     title: str | None = None,
     landscape: bool | None = None,
+    predicted_tokens: Sequence[str | None] | None = None,
 ) -> Figure:
     """Heatmap of one head's attention: query tokens down the y axis, key tokens along the x axis.
 
@@ -71,6 +83,12 @@ def plot_attention(
     ``"decoder"``, hides future keys (``causal`` overrides). With plain arrays, ``layer`` and ``head`` only
     label the title (None leaves them out). ``layer`` and ``head`` count from 0, as Python indexes; titles
     number them from 1, as a person reads them. Tokens are labelled ``position:token``.
+
+    Decoder self-attention and cross-attention label each row ``position:reads → predicts``: the query at
+    position i reads target token i and predicts token i + 1, so its row shows what the decoder looked at
+    to write that next token. ``predicted_tokens`` (one per row, None for a row that predicts nothing)
+    defaults to :func:`next_tokens` of the query tokens: the row reading the last token predicts
+    ``<eos>``. For a series cut at the length limit, give ``next_tokens(tokens, written=series)``.
 
     ``landscape`` puts the queries along the x axis and the keys down the y axis, so that a long series
     lies along the long side of a page or slide; None (the default) does so for cross-attention when
@@ -95,7 +113,9 @@ def plot_attention(
         w = heads[head]
     else:
         w = heads[0]
-    q_labels, k_labels, q_tokens, k_tokens = _labels_for(w.shape, query_tokens, key_tokens, kind)
+    q_labels, k_labels, q_tokens, k_tokens = _labels_for(
+        w.shape, query_tokens, key_tokens, kind, predicted=predicted_tokens
+    )
     codes, should_be_zero = _mask_codes(
         w.shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
     )
@@ -140,6 +160,7 @@ def plot_attention_grid(
     ncols: int | None = None,
     title: str | None = None,
     landscape: bool | None = None,
+    predicted_tokens: Sequence[str | None] | None = None,
 ) -> Figure:
     """All heads of one layer, or layers × heads, on one shared colour scale with a single colorbar.
 
@@ -147,8 +168,9 @@ def plot_attention_grid(
     of them, or None for all), or one layer's ``(H, Lq, Lk)`` / ``(1, H, Lq, Lk)`` array (an int ``layers``
     then only labels it). ``heads`` picks heads (default all). Several layers give a row per layer; one
     layer wraps its heads in rows of ``ncols`` (default 4). Tick labels appear on the outer axes only.
-    ``axes`` is an array of at least as many Axes as panels. Masks, ``vmax`` and ``landscape`` are as in
-    ``plot_attention``; layers and heads are numbered from 1 in the titles.
+    ``axes`` is an array of at least as many Axes as panels. Masks, ``vmax``, ``landscape`` and the rows'
+    ``reads → predicts`` labels (``predicted_tokens``) are as in ``plot_attention``; layers and heads are
+    numbered from 1 in the titles.
     """
     save_path = canvas.check_save(save)
     kind = _check_kind(kind)
@@ -162,7 +184,9 @@ def plot_attention_grid(
     if not heads:
         raise ValueError("heads is empty: give at least one head")
     panels = [(layer, head, maps[head]) for layer, maps in rows for head in heads]
-    q_labels, k_labels, q_tokens, k_tokens = _labels_for(panels[0][2].shape, query_tokens, key_tokens, kind)
+    q_labels, k_labels, q_tokens, k_tokens = _labels_for(
+        panels[0][2].shape, query_tokens, key_tokens, kind, predicted=predicted_tokens
+    )
     codes, should_be_zero = _mask_codes(
         panels[0][2].shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
     )
@@ -280,6 +304,25 @@ def plot_mask(
     return canvas.finish(fig, save_path)
 
 
+def next_tokens(tokens: Sequence[str], written: str | None = None) -> list[str | None]:
+    """What the decoder predicts at each position of its input ``tokens``: the token after it.
+
+    The decoder reads ``<sos> y1 … yn`` and predicts ``y1 … yn <eos>``: position i predicts token i + 1,
+    and the last one ``<eos>``. ``written``, the series the decoder wrote as text, tells a series cut at
+    the length limit: when it goes on past the tokens shown, the last position predicts a token not shown
+    (:data:`NOT_SHOWN`). A position that reads ``<eos>`` or ``<pad>`` predicts nothing (None); ``<pad>``
+    after a token counts as the end of the list.
+    """
+    tokens = [str(t) for t in tokens]
+    shown = "".join(t for t in tokens if t not in SPECIALS)
+    end = NOT_SHOWN if written is not None and len(written) > len(shown) else EOS
+    following = tokens[1:] + [PAD]
+    return [
+        None if token in (EOS, PAD) else end if after == PAD else after
+        for token, after in zip(tokens, following, strict=True)
+    ]
+
+
 def _check_kind(kind):
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: use 'encoder', 'decoder', 'cross' or None")
@@ -334,8 +377,11 @@ def _heads(weights) -> tuple[np.ndarray, bool]:
     return (w[None] if w.ndim == 2 else w).astype(float), w.ndim == 3
 
 
-def _labels_for(shape, query_tokens, key_tokens, kind, what="attention weights"):
-    """Distinct labels ``position:token`` for both axes, after checking the tokens fit the weights."""
+def _labels_for(shape, query_tokens, key_tokens, kind, what="attention weights", predicted=None):
+    """Distinct labels ``position:token`` for both axes, after checking the tokens fit the weights.
+
+    The rows of the decoder's kinds read ``position:token → predicted`` (see :func:`next_tokens`).
+    """
     lq, lk = shape
     q = _token_list(query_tokens, "query_tokens")
     k = _token_list(key_tokens, "key_tokens")
@@ -355,7 +401,22 @@ def _labels_for(shape, query_tokens, key_tokens, kind, what="attention weights")
     def labels(tokens, n):
         return [str(i) for i in range(n)] if tokens is None else [f"{i}:{t}" for i, t in enumerate(tokens)]
 
-    return labels(q, lq), labels(k, lk), q, k
+    q_labels = labels(q, lq)
+    if predicted is not None and (kind not in _PREDICTING or q is None):
+        raise ValueError(
+            "predicted_tokens label the rows of decoder self-attention and cross-attention: "
+            "give kind='decoder' or 'cross' and the query tokens the decoder read"
+        )
+    if kind in _PREDICTING and q is not None:
+        if isinstance(predicted, str) or (predicted is not None and len(predicted) != lq):
+            raise ValueError(f"predicted_tokens must give one token (or None) for each of the {lq} queries")
+        predicted = (
+            next_tokens(q) if predicted is None else [None if p is None else str(p) for p in predicted]
+        )
+        q_labels = [
+            label if p is None else f"{label}{ARROW}{p}" for label, p in zip(q_labels, predicted, strict=True)
+        ]
+    return q_labels, labels(k, lk), q, k
 
 
 def _token_list(tokens, name):
@@ -469,6 +530,8 @@ def _axis_names(kind, q_labels, k_labels, size_in, landscape=False) -> list[str]
     sides = [("query", KINDS[kind][1], q_labels), ("key", KINDS[kind][2], k_labels)]
     for (role, side, labels), length in zip(sides[::-1] if landscape else sides, size_in[::-1], strict=True):
         notes = [f"{side} token"] if side else []
+        if role == "query" and any(ARROW in label for label in labels):
+            notes = [f"{side} token read{ARROW}token predicted"]
         every = _tick_style(len(labels), length)[1]
         if every > 1:
             suffix = (
