@@ -9,11 +9,15 @@ of time counts as wrong and is reported. Every verdict, and the words that say i
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import sympy as sp
 
@@ -334,3 +338,66 @@ def category_table(rows: Sequence[CategoryRow]) -> str:
             f"| [{100 * low:.1f}, {100 * high:.1f}] |"
         )
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- the shipped table
+
+#: The shipped model's table by category, beside its weights: what ``evaluate --json --by category`` printed.
+SHIPPED_CATEGORIES = "labutils/weights/categories.json"
+
+
+@dataclass(frozen=True)
+class MeasuredCategories:
+    """A table by category as measured: on ``n`` pairs of ``split``, ``decoding``, ``equivalent`` overall."""
+
+    split: str
+    n: int
+    decoding: str
+    equivalent: float
+    rows: list[CategoryRow]
+
+
+def shipped_categories(path: str | os.PathLike | None = None) -> MeasuredCategories:
+    """The shipped model's accuracy by category, read from the table the package ships (or ``path``).
+
+    The file is the JSON of ``evaluate --json --by category`` with ``split`` and ``decoding`` added, so a
+    notebook shows the measurement without running it; ``category_table(table.rows)`` prints it. Raises
+    ``FileNotFoundError`` or ``ValueError`` with one line that names the file.
+    """
+    name = SHIPPED_CATEGORIES if path is None else str(path)
+    where = resources.files("labutils") / "weights" / "categories.json" if path is None else Path(path)
+    try:
+        text = where.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{name}: no table by category; `python -m labutils evaluate --split test --by category --json` "
+            "measures one"
+        ) from None
+    try:
+        table = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{name} is not JSON: {error}") from None
+
+    def field(entry, key: str, kind: type | tuple[type, ...], at: str = ""):
+        value = entry.get(key) if isinstance(entry, dict) else None
+        if isinstance(value, bool) or not isinstance(value, kind):
+            kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ValueError(f"{name}: {at}{key} must be {kinds}, not {value!r}")
+        return value
+
+    rows = []
+    for i, entry in enumerate(field(table, "categories", list)):
+        at = f"categories[{i}]."
+        n = field(entry, "n", int, at)
+        share = field(entry, "equivalent", (int, float), at)
+        ok = round(share * n)
+        if n < 0 or not 0 <= share <= 1 or abs(share - ok / max(n, 1)) > 5e-4:
+            raise ValueError(f"{name}: {at}equivalent {share!r} is not a share of {n} pairs")
+        rows.append(CategoryRow(field(entry, "category", str, at), field(entry, "value", str, at), n, ok))
+    return MeasuredCategories(
+        field(table, "split", str),
+        field(table, "n", int),
+        field(table, "decoding", str),
+        float(field(table, "equivalent", (int, float))),
+        rows,
+    )

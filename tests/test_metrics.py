@@ -1,5 +1,7 @@
 """sympy's verdicts: equivalence, its time limit in a worker process, and the words that say a verdict."""
 
+import json
+
 import pytest
 
 from labutils import metrics
@@ -96,3 +98,109 @@ def test_accuracy_by_category_counts_every_pair_once_per_category():
     assert all(v.startswith("Q") for v in quartiles) and len(quartiles) == len(set(quartiles))
     table = metrics.category_table(rows)
     assert table.count("\n") == len(rows) + 1 and "| symbols | one symbol in both terms | 1 | 0.0% |" in table
+
+
+# ------------------------------------------------------------------------------------- the shipped table
+
+
+def _table(categories, **top):
+    return {
+        "split": "test",
+        "n": 3,
+        "decoding": "greedy",
+        "equivalent": 2 / 3,
+        **top,
+        "categories": categories,
+    }
+
+
+def _row(category="terms", value="two terms", n=3, equivalent=2 / 3):
+    return {"category": category, "value": value, "n": n, "equivalent": equivalent,
+            "equivalent_low": 0.2, "equivalent_high": 0.9}  # fmt: skip
+
+
+def test_a_table_by_category_is_read_back_as_rows_that_print(tmp_path):
+    path = tmp_path / "categories.json"
+    path.write_text(json.dumps(_table([_row(), _row("series", "Laurent (negative powers)", 4, 0.25)])))
+    table = metrics.shipped_categories(path)
+    assert (table.split, table.n, table.decoding) == ("test", 3, "greedy")
+    assert table.rows == [
+        metrics.CategoryRow("terms", "two terms", 3, 2),
+        metrics.CategoryRow("series", "Laurent (negative powers)", 4, 1),
+    ]
+    assert table.rows[0].interval == pytest.approx(metrics.wilson_interval(2, 3))
+    printed = metrics.category_table(table.rows)
+    assert (
+        "| terms | two terms | 3 | 66.7% |" in printed
+        and "| series | Laurent (negative powers) | 4 | 25.0% |" in printed
+    )
+
+
+def test_the_table_that_evaluate_writes_is_the_table_that_is_read(tmp_path, capsys):
+    """`evaluate --json --by category`, with split and decoding added, loads as by_category's rows."""
+    from tiny_models import writer
+
+    from labutils import cli
+    from labutils.model import save_weights
+
+    pairs = [("sin(a*x)", "a*x-a**3*x**3/6+a**5*x**5/120+O(x**6)"), ("exp(2*x)*cos(b*x)", "1+2*x+O(x**6)"),
+             ("tan(h*x)+sinh(g*x)", "x*(g+h)+x**3*(g**3/6+h**3/3)+x**5*(g**5/120+2*h**5/15)+O(x**6)")]  # fmt: skip
+    (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
+    checkpoint = save_weights(writer(), tmp_path / "model.pt")
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--split", str(tmp_path / "pairs.tsv")]
+    assert cli.main([*argv, "--by", "category", "--json", "--workers", "1", "--threads", "1"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    (tmp_path / "categories.json").write_text(
+        json.dumps({**measured, "split": "pairs", "decoding": "greedy"})
+    )
+    table = metrics.shipped_categories(tmp_path / "categories.json")
+    sources, truths = zip(*pairs)
+    wrong = [metrics.WRONG] * len(pairs)  # the writer model writes "1" over and over
+    assert table.rows == metrics.by_category(sources, truths, wrong)
+    assert (table.n, table.equivalent) == (3, 0.0)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({**_table([]), "n": None}, "n must be int, not None"),
+        (_table([{**_row(), "n": "3"}]), "categories[0].n must be int, not '3'"),
+        (_table([_row(equivalent=0.5)]), "categories[0].equivalent 0.5 is not a share of 3 pairs"),
+        (_table([_row(equivalent=1.5)]), "equivalent 1.5 is not a share"),
+        (_table([{**_row(), "category": None}]), "categories[0].category must be str"),
+        (_table("rows"), "categories must be list"),
+    ],
+)
+def test_a_damaged_table_is_refused_in_one_line_that_names_the_file(tmp_path, table, message):
+    path = tmp_path / "categories.json"
+    path.write_text(json.dumps(table))
+    with pytest.raises(ValueError) as error:
+        metrics.shipped_categories(path)
+    assert (
+        str(error.value).startswith(f"{path}: ")
+        and message in str(error.value)
+        and "\n" not in str(error.value)
+    )
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        metrics.shipped_categories(path)
+
+
+def test_a_missing_table_says_how_to_measure_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="evaluate --split test --by category --json"):
+        metrics.shipped_categories(tmp_path / "none.json")
+
+
+def test_the_shipped_table_covers_every_category_of_its_pairs():
+    try:
+        table = metrics.shipped_categories()
+    except FileNotFoundError as error:
+        assert str(error).startswith(metrics.SHIPPED_CATEGORIES)  # not shipped (yet): the message names it
+        return
+    assert table.split in ("train", "validation", "test", "structures") and table.decoding in (
+        "greedy",
+        "beam",
+    )
+    for category in metrics.CATEGORIES:
+        assert sum(row.n for row in table.rows if row.category == category) == table.n, category
+    assert sum(row.ok for row in table.rows if row.category == "terms") == round(table.equivalent * table.n)
