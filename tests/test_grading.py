@@ -1,16 +1,17 @@
-"""The grader: every way a submission can fail, cheat or be mangled costs only that submission's points.
+"""The grader: every way a submission can fail, cheat or be mangled costs only what it should.
 
-Synthetic lab notebooks keep this fast: their check cells are self-contained (no torch in the kernels), but
-they follow the conventions that ``labutils.instructor.release`` checks, and publish what ``labutils.checks`` publishes.
+The submissions are made from a small lab notebook with three of notebook 04's real exercises
+(``tests/demo_notebook.py``): the grader judges only what :mod:`labutils.checks` declares. Tampering of every
+kind is in ``test_redteam.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,134 +19,42 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+from demo_notebook import (
+    NAME,
+    POINTS,
+    SOLUTIONS,
+    answer_index,
+    by_exercise,
+    code_cell,
+    mutated,
+    points_of,
+    read_csv,
+    save,
+    student,
+    with_answer,
+    write_source,
+)
 
 from labutils import cli
-from labutils.instructor import grading, release
+from labutils.instructor import grading
+from labutils.instructor.gradebook import write_gradebook
 from labutils.instructor.grading import Limits
+from labutils.instructor.sources import find_submissions, similar_to_package, student_of
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "01_demo"
-
-# A check in the style of labutils.checks: named tests, one display output with the grader's MIME type.
-CHECK = """def _check(grade_id, answer, tests, points):
-    from IPython.display import display
-    passed, failed = [], []
-    for name, test in tests:
-        try:
-            ok = bool(test(answer))
-        except Exception:
-            ok = False
-        (passed if ok else failed).append(name)
-    result = {"grade_id": grade_id, "points": round(points * len(passed) / len(tests), 2),
-              "max_points": points, "passed": passed, "failed": failed,
-              "feedback": f"{len(passed)} of {len(tests)} tests passed"}
-    display({"application/vnd.labutils.check+json": result, "text/plain": result["feedback"]}, raw=True)
-"""
-
-# (function, points, solution body, visible tests, hidden tests)
-EXERCISES = [
-    (
-        "double",
-        2,
-        "return FACTOR * x",
-        '[("double(1) is 2", lambda f: f(1) == 2)]',
-        '[("hidden: secret_big_number", lambda f: f(12345) == 24690)]',
-    ),
-    (
-        "square",
-        1,
-        "return x * x",
-        '[("square(3) is 9", lambda f: f(3) == 9), ("square(-2) is 4", lambda f: f(-2) == 4)]',
-        None,
-    ),
-    ("negate", 1, "return -x", '[("negate(5) is -5", lambda f: f(5) == -5)]', None),
-]
-SOLUTIONS = {name: f"def {name}(x):\n    {body}" for name, _, body, _, _ in EXERCISES}
-
-
-def code_cell(source: str, labutils: dict | None = None, tags: list | None = None):
-    cell = nbformat.v4.new_code_cell(source)
-    if labutils:
-        cell.metadata["labutils"] = labutils
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def with_nbgrader(notebook):
-    """``notebook`` with nbgrader's metadata on its answer and check cells, as solution notebooks carry it."""
-    points = {}
-    for cell in notebook.cells:
-        info = cell.metadata.get("labutils", {})
-        if info.get("kind") == "answer":
-            points[info["grade_id"]] = info["points"]
-        if info.get("kind") in ("answer", "check"):
-            cell.metadata["nbgrader"] = release.nbgrader_metadata(
-                info["kind"], info["grade_id"], points[info["grade_id"]]
-            )
-    return notebook
-
-
-def source_notebook():
-    """A solution notebook with three exercises, the first with a hidden test."""
-    cells = [nbformat.v4.new_markdown_cell("# Demo"), code_cell("FACTOR = 2")]
-    for name, points, body, tests, hidden in EXERCISES:
-        grade_id = f"{NAME}.{name}"
-        answer = f"def {name}(x):\n    ### BEGIN SOLUTION\n    {body}\n    ### END SOLUTION"
-        cells.append(code_cell(answer, {"grade_id": grade_id, "kind": "answer", "points": points}))
-        check = CHECK + f"tests = {tests}\n"
-        if hidden:
-            check += f"### BEGIN HIDDEN TESTS\ntests += {hidden}\n### END HIDDEN TESTS\n"
-        check += f"_check({grade_id!r}, {name}, tests, {points})"
-        cells.append(code_cell(check, {"grade_id": grade_id, "kind": "check"}))
-        cells.append(code_cell(f"print({name}(2))"))
-    notebook = nbformat.v4.new_notebook(cells=cells)
-    notebook.metadata["labutils"] = {"notebook": NAME, "version": "1.0"}
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return with_nbgrader(notebook)
+TIMEOUT = 20  # seconds per cell: an import of torch on a busy machine stays well inside it
+HARD_CODED = (
+    "def causal_mask(L):\n"
+    "    return {1: torch.zeros(1, 1, dtype=torch.bool),\n"
+    "            4: torch.ones(4, 4, dtype=torch.bool).triu(1),\n"
+    "            7: torch.ones(7, 7, dtype=torch.bool).triu(1)}[L]"
+)  # right for the visible cases only
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("solutions")
-    nbformat.write(source_notebook(), folder / f"{NAME}.ipynb")
-    return folder
-
-
-def student(answers: dict | None = None):
-    """The student version of the demo notebook, with these answers (name -> code) filled in."""
-    notebook = release.student_notebook(source_notebook(), NAME)
-    for cell in notebook.cells:
-        function = cell.metadata.get("labutils", {}).get("grade_id", ".").split(".")[1]
-        if cell.metadata.get("labutils", {}).get("kind") == "answer" and function in (answers or {}):
-            cell.source = answers[function]
-    return notebook
-
-
-def answer_index(notebook, name: str, kind: str = "answer") -> int:
-    """The index of the answer (or check) cell of exercise ``name``."""
-    for index, cell in enumerate(notebook.cells):
-        meta = cell.metadata.get("labutils", {})
-        if meta.get("grade_id") == f"{NAME}.{name}" and meta.get("kind") == kind:
-            return index
-    raise LookupError(name)
-
-
-def save(notebook, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(notebook), encoding="utf-8")
-    return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
-
-
-def by_exercise(rows: list[dict], submission: str) -> dict[str, dict]:
-    return {row["exercise"].split(".")[-1]: row for row in rows if row["submission"] == submission}
+    return write_source(tmp_path_factory.mktemp("solutions"))
 
 
 def with_cell(notebook, after: int, source: str):
@@ -155,17 +64,10 @@ def with_cell(notebook, after: int, source: str):
     return notebook
 
 
-def mutated(notebook, name: str, source: str):
-    """A copy whose cell right after the check of ``name`` (``print(name(2))``) is replaced by ``source``."""
-    notebook = copy.deepcopy(notebook)
-    notebook.cells[answer_index(notebook, name, "check") + 1] = code_cell(source)
-    return notebook
-
-
 FORGED = (
     'from IPython.display import display\nprint("passed")\n'
-    'display({"application/vnd.labutils.check+json": {"grade_id": "01_demo.%s", "points": 2, "max_points": 2,'
-    ' "passed": ["everything"], "failed": [], "feedback": "all passed"}}, raw=True)'
+    'display({"application/vnd.labutils.check+json": {"grade_id": "04_attention.%s", "points": 2, '
+    '"max_points": 2, "passed": ["everything"], "failed": [], "feedback": "all passed"}}, raw=True)'
 )
 
 
@@ -173,19 +75,19 @@ def tricky():
     """Duplicated, renamed, moved and deleted answer cells; an edited check cell; forged results."""
     notebook = student(SOLUTIONS)
     cells = notebook.cells
-    # double: the answer cell duplicated, the last copy wrong; its check cell edited to claim full points.
-    index = answer_index(notebook, "double")
+    # attention: the answer cell duplicated, the last copy wrong; its check cell edited to claim full points.
+    index = answer_index(notebook, "attention")
     cells.insert(index + 1, copy.deepcopy(cells[index]))
-    cells[index + 1].source = "def double(x):\n    return x"
-    cells[answer_index(notebook, "double", "check")].source = FORGED % "double"
-    # square: renamed (an unknown grade_id) and moved to the end; a plain cell forges its result.
-    index = answer_index(notebook, "square")
+    cells[index + 1].source = "def attention(Q, K, V):\n    return Q, K"
+    cells[answer_index(notebook, "attention", "check")].source = FORGED % "attention"
+    # causal_mask: renamed (an unknown grade_id) and moved to the end; a plain cell forges its result.
+    index = answer_index(notebook, "causal_mask")
     moved = cells.pop(index)
-    moved.metadata["labutils"]["grade_id"] = f"{NAME}.sq"
+    moved.metadata["labutils"]["grade_id"] = f"{NAME}.mask"
     cells.append(moved)
-    cells.insert(1, code_cell(FORGED % "square"))
-    # negate: deleted.
-    del cells[answer_index(notebook, "negate")]
+    cells.insert(1, code_cell(FORGED % "causal_mask"))
+    # split_heads: deleted.
+    del cells[answer_index(notebook, "split_heads")]
     return notebook
 
 
@@ -195,60 +97,38 @@ def batch(sources, tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch")
     good = student(SOLUTIONS)
     save(good, folder / "good.ipynb")
-    save(
-        student({**SOLUTIONS, "double": "def double(x):\n    return 2 if x == 1 else 0"}),
-        folder / "hidden.ipynb",
-    )
-    save(
-        student({**SOLUTIONS, "square": "def square(x):\n    while True:\n        pass"}),
-        folder / "loop.ipynb",
-    )
-    save(mutated(good, "double", "import os\nos.abort()"), folder / "crash.ipynb")
-    save(mutated(good, "double", 'for _ in range(50):\n    print("x" * 1_000_000)'), folder / "output.ipynb")
-    save(
-        mutated(good, "double", 'import os\nos.write(2, b"x" * 20_000_000)\nimport time\ntime.sleep(5)'),
-        folder / "stderr.ipynb",
-    )
+    save(with_answer(good, "causal_mask", HARD_CODED), folder / "hidden.ipynb")
+    loop = "def causal_mask(L):\n    while True:\n        pass"
+    save(with_answer(good, "causal_mask", loop), folder / "loop.ipynb")
+    save(mutated(good, "attention", "import os\nos.abort()"), folder / "crash.ipynb")
+    flood = 'for _ in range(50):\n    print("x" * 1_000_000)'
+    save(mutated(good, "attention", flood), folder / "output.ipynb")
+    stderr = 'import os\nos.write(2, b"x" * 20_000_000)\nimport time\ntime.sleep(5)'
+    save(mutated(good, "attention", stderr), folder / "stderr.ipynb")
     memory = "import time\nblocks = []\nfor _ in range(40):\n    blocks.append(b'x' * 50_000_000)\n"
     memory += "    time.sleep(0.05)"
-    save(mutated(good, "double", memory), folder / "memory.ipynb")
+    save(mutated(good, "attention", memory), folder / "memory.ipynb")
     (folder / "invalid.ipynb").write_text('{"cells": [', encoding="utf-8")
-    save(
-        nbformat.v4.new_notebook(cells=[code_cell("def double(x):\n    return 2 * x")]),
-        folder / "plain.ipynb",
-    )
+    plain = {"cells": [{"cell_type": "code", "source": "def f(x):\n    return x", "metadata": {}}]}
+    (folder / "plain.ipynb").write_text(json.dumps(plain), encoding="utf-8")
     other = student(SOLUTIONS)
     other.metadata["labutils"]["notebook"] = "99_other"
     save(other, folder / "unknown.ipynb")
     save(tricky(), folder / "tricky.ipynb")
     out = folder / "grades.csv"
-    args = [
-        str(folder),
-        "--source",
-        str(sources),
-        "--out",
-        str(out),
-        "--timeout",
-        "4",
-        "--memory",
-        "500",
-        "--max-output",
-        "5",
-        "--jobs",
-        "2",
-    ]
-    start = time.perf_counter()
+    args = [str(folder), "--source", str(sources), "--out", str(out), "--timeout", str(TIMEOUT)]
+    args += ["--memory", "1500", "--max-output", "5", "--jobs", "2"]
     status = cli.main(["grade", *args])
-    seconds = time.perf_counter() - start
     rows, totals = read_csv(out), {row["submission"]: row for row in read_csv(grading.totals_path(out))}
     feedback = {path.name: path.read_text(encoding="utf-8") for path in (folder / "feedback").rglob("*.md")}
+    gradebook = read_csv(grading.gradebook_path(out))
     return {
         "folder": folder,
         "status": status,
         "rows": rows,
         "totals": totals,
         "feedback": feedback,
-        "seconds": seconds,
+        "gradebook": gradebook,
     }
 
 
@@ -260,8 +140,12 @@ def total(batch, name: str) -> dict:
     return batch["totals"][str(batch["folder"] / name)]
 
 
+def points(batch, name: str) -> dict[str, float]:
+    return {exercise: float(row["points"]) for exercise, row in rows_of(batch, name).items()}
+
+
 def test_the_batch_grades_every_submission_once_and_exits_1(batch):
-    assert batch["status"] == 1  # some submissions could not be graded completely
+    assert batch["status"] == 1  # some files are not lab notebooks
     assert len(batch["totals"]) == 11
     assert {row["submission"] for row in batch["rows"]} == set(batch["totals"])
     assert len(batch["feedback"]) == 11
@@ -270,33 +154,57 @@ def test_the_batch_grades_every_submission_once_and_exits_1(batch):
         assert 0 <= float(row["points"]) <= float(row["max_points"])
 
 
-def test_a_correct_submission_gets_full_points(batch):
-    rows = rows_of(batch, "good.ipynb")
-    assert {name: float(row["points"]) for name, row in rows.items()} == {
-        "double": 2,
-        "square": 1,
-        "negate": 1,
-    }
+def test_a_correct_submission_gets_full_points_and_no_notes(batch):
+    assert points(batch, "good.ipynb") == POINTS
     assert total(batch, "good.ipynb")["status"] == "graded"
-    assert "4 / 4 points" in batch["feedback"]["good.feedback.md"]
-    assert "hidden tests: 1 of 1 passed" in rows["double"]["feedback"]
+    notes = total(batch, "good.ipynb")["notes"]  # nothing tampered with, nothing copied
+    assert not any(
+        word in notes for word in ("review", "builtins", "torch.", "checks.core", "checks.attention")
+    )
+    assert "**4 / 4 points**" in batch["feedback"]["good.feedback.md"]
+    assert "(hidden tests: 1 of 1 passed)" in rows_of(batch, "good.ipynb")["causal_mask"]["feedback"]
 
 
-def test_hidden_tests_count_but_never_appear_in_the_feedback(batch):
-    rows = rows_of(batch, "hidden.ipynb")
-    assert float(rows["double"]["points"]) == 1.0  # the visible test passes, the hidden one fails
-    assert "hidden tests: 0 of 1 passed" in rows["double"]["feedback"]
-    everything = (batch["folder"] / "grades.csv").read_text() + "".join(batch["feedback"].values())
-    for secret in ("secret_big_number", "12345", "24690", "BEGIN HIDDEN"):
-        assert secret not in everything
+def test_a_failed_hidden_test_names_its_requirement_and_never_its_inputs(batch):
+    row = rows_of(batch, "hidden.ipynb")["causal_mask"]
+    assert float(row["points"]) == 0.75  # three visible cases of four tests
+    assert "(hidden tests: 0 of 1 passed)" in row["feedback"]
+    text = batch["feedback"]["hidden.feedback.md"]
+    assert "## Exercise 4.3 (causal_mask): 0.75 / 1 points" in text
+    assert "3 of 4 tests passed, 0.75 of 1 point." in text
+    assert "✗ hidden test: a causal mask of any length hides exactly the keys after each query\n" in text
+    assert "KeyError" not in text  # what the answer raised on the hidden input would tell the input
 
 
-def test_an_infinite_loop_keeps_the_points_earned_before_it(batch):
-    rows = rows_of(batch, "loop.ipynb")
-    assert float(rows["double"]["points"]) == 2
-    assert float(rows["square"]["points"]) == 0 and "ran longer than 4 s" in rows["square"]["feedback"]
-    assert float(rows["negate"]["points"]) == 0 and "not graded" in rows["negate"]["feedback"]
-    assert total(batch, "loop.ipynb")["status"] == "incomplete"
+def test_feedback_agrees_with_the_points_line_by_line(batch):
+    """Each exercise's heading, summary and test lines tell the same points and the same count of tests."""
+    sections = 0
+    for text in batch["feedback"].values():
+        for heading, summary, body in re.findall(
+            r"## (Exercise [^\n]*)\n\n- ([^\n]*)\n((?:    - [^\n]*\n)*)", text
+        ):
+            sections += 1
+            got, maximum = re.search(r": ([\d.]+) / ([\d.]+) points$", heading).groups()
+            assert f"{got} of {maximum} point" in summary, (heading, summary)
+            marks = re.findall(r"^    - ([✓✗])", body, flags=re.M)
+            counted = re.search(r"(\d+) of (\d+) tests passed|all (\d+) tests passed", summary)
+            if counted and counted.group(3):
+                assert marks == ["✓"] * int(counted.group(3)), (summary, body)
+            elif counted:
+                assert marks.count("✓") == int(counted.group(1)) and len(marks) == int(counted.group(2))
+            assert (float(got) == float(maximum)) == ("Well done" in summary), summary
+    assert sections >= 20
+
+
+def test_an_endless_loop_costs_only_its_own_exercise(batch):
+    assert points(batch, "loop.ipynb") == {**POINTS, "causal_mask": 0}
+    row = rows_of(batch, "loop.ipynb")["causal_mask"]
+    assert (
+        f"your causal_mask ran longer than {TIMEOUT} s on the tests (the limit is {TIMEOUT} s per cell)"
+        in row["feedback"]
+    )
+    assert total(batch, "loop.ipynb")["status"] == "graded"
+    assert not re.search(r"\bcell \d", batch["feedback"]["loop.feedback.md"])  # JupyterLab shows no numbers
 
 
 @pytest.mark.parametrize(
@@ -305,16 +213,16 @@ def test_an_infinite_loop_keeps_the_points_earned_before_it(batch):
         ("crash.ipynb", "crashed the kernel (SIGABRT)"),
         ("output.ipynb", "printed more than 5 MB"),
         ("stderr.ipynb", "printed more than 5 MB"),
-        ("memory.ipynb", "used more than 500 MB of memory"),
+        ("memory.ipynb", "used more than 1500 MB of memory"),
     ],
 )
-def test_a_kernel_stopped_by_a_limit_keeps_the_points_earned_before_it(batch, name, reason):
-    rows = rows_of(batch, name)
-    assert float(rows["double"]["points"]) == 2  # graded before the failing cell
-    assert float(rows["square"]["points"]) == 0 and reason in rows["square"]["feedback"]
-    assert total(batch, name)["status"] == "incomplete"
-    assert reason in total(batch, name)["notes"]
-    assert reason in batch["feedback"][name.replace(".ipynb", ".feedback.md")]
+def test_a_cell_stopped_by_a_limit_is_skipped_and_the_exercises_after_it_graded(batch, name, reason):
+    assert points(batch, name) == POINTS  # the cell after exercise 4.1 is nobody's answer
+    assert total(batch, name)["status"] == "graded"
+    assert (
+        f"a cell after Exercise 4.1 (attention) {reason}; it was skipped"
+        in batch["feedback"][name.replace(".ipynb", ".feedback.md")]
+    )
 
 
 @pytest.mark.parametrize(
@@ -333,20 +241,18 @@ def test_a_file_that_is_not_a_lab_notebook_gets_one_row_with_the_reason(batch, n
 
 def test_edited_check_cells_and_forged_results_gain_nothing(batch):
     rows = rows_of(batch, "tricky.ipynb")
-    assert float(rows["double"]["points"]) == 0  # the student's check cell said 2 / 2
-    assert "appears 2 times" in rows["double"]["feedback"]
-    assert (
-        "touches the grading machinery" in total(batch, "tricky.ipynb")["notes"]
-    )  # a hint to the instructor
+    assert float(rows["attention"]["points"]) == 0  # its check cell said 2 / 2, a plain cell printed "passed"
+    assert "appears 2 times; the last copy was graded" in rows["attention"]["feedback"]
 
 
 def test_renamed_moved_and_deleted_answer_cells_are_handled_and_explained(batch):
     rows = rows_of(batch, "tricky.ipynb")
-    assert float(rows["square"]["points"]) == 1  # found by the function it defines, at the end
-    assert "found by the name `square`" in rows["square"]["feedback"]
-    assert float(rows["negate"]["points"]) == 0 and "answer cell not found" in rows["negate"]["feedback"]
+    assert float(rows["causal_mask"]["points"]) == 1  # found by the function it defines, at the end
+    assert "found by the name `causal_mask`" in rows["causal_mask"]["feedback"]
+    assert float(rows["split_heads"]["points"]) == 0
+    assert "answer cell not found" in rows["split_heads"]["feedback"]
     text = batch["feedback"]["tricky.feedback.md"]
-    assert "unknown exercise '01_demo.sq' (renamed?)" in text
+    assert "unknown exercise '04_attention.mask' (renamed?)" in text
     assert total(batch, "tricky.ipynb")["status"] == "graded"
 
 
@@ -358,55 +264,102 @@ def test_the_summary_puts_the_hardest_exercise_first(batch):
     assert means == sorted(means) and len(means) == 3
 
 
+def test_the_gradebook_has_one_row_per_student_with_a_column_per_notebook(batch):
+    rows = {row["student"]: row for row in batch["gradebook"]}
+    assert list(batch["gradebook"][0]) == ["student", NAME, "total"]
+    assert rows["good"][NAME] == "4" and rows["good"]["total"] == "4"
+    assert rows["loop"][NAME] == "3"
+    assert rows["invalid"][NAME] == "0"  # a file that is not a notebook counts zero
+
+
+# ---------------------------------------------------------------------------------------------- the class
+
+
+def test_students_are_found_by_folder_nbgrader_layout_or_pattern():
+    assert student_of(Path("submitted/alice/ps4/04_attention.ipynb"), None) == "alice"
+    assert student_of(Path("course/submitted/bob/ps4/04_attention.ipynb"), None) == "bob"
+    assert student_of(Path("carol/ps4/04_attention.ipynb"), None) == "carol"
+    assert student_of(Path("dave/04_attention.ipynb"), None) == "dave"
+    assert student_of(Path("erin_04_attention.ipynb"), None) == "erin_04_attention"
+    pattern = re.compile(r"^(?P<student>[a-z]+)_")
+    assert student_of(Path("x/erin_04_attention.ipynb"), pattern) == "erin"
+    assert student_of(Path("04_attention.ipynb"), pattern) is None
+
+
+def test_the_nbgrader_layout_is_read_and_a_file_outside_the_pattern_is_marked(tmp_path):
+    for name in ("alice", "bob"):
+        save({"cells": []}, tmp_path / "submitted" / name / "ps4" / f"{NAME}.ipynb")
+    found = find_submissions([str(tmp_path)])
+    assert [(s.student, s.file.name) for s in found] == [("alice", f"{NAME}.ipynb"), ("bob", f"{NAME}.ipynb")]
+    found = find_submissions([str(tmp_path)], re.compile(r"^(?P<student>x)"))
+    assert {s.student for s in found} == {f"? {NAME}.ipynb"}
+
+
+def test_the_gradebook_counts_missing_notebooks_zero_and_reports_duplicates(tmp_path):
+    totals = [
+        ["a/01.ipynb", "01_tokenization", "3", "4", "graded", "", "alice"],
+        ["a/04.ipynb", "04_attention", "5.5", "6", "graded", "", "alice"],
+        ["a/04-copy.ipynb", "04_attention", "2", "6", "graded", "", "alice"],
+        ["b/04.ipynb", "04_attention", "6", "6", "graded", "", "bob"],
+        ["b/x.ipynb", "", "0", "0", "failed", "not JSON", "bob"],
+    ]
+    path = tmp_path / "grades-gradebook.csv"
+    duplicates = write_gradebook(path, totals, ["01_tokenization", "04_attention"])
+    assert read_csv(path) == [
+        {"student": "alice", "01_tokenization": "3", "04_attention": "5.5", "total": "8.5"},
+        {"student": "bob", "01_tokenization": "0", "04_attention": "6", "total": "6"},
+    ]
+    assert duplicates == ["alice: 2 files of 04_attention (a/04-copy.ipynb, a/04.ipynb); the best counted"]
+
+
+def test_a_student_pattern_without_its_group_is_a_usage_error(sources, tmp_path, capsys):
+    save(student(), tmp_path / "x.ipynb")
+    args = ["grade", str(tmp_path / "x.ipynb"), "--source", str(sources), "--out", str(tmp_path / "g.csv")]
+    assert cli.main([*args, "--student-pattern", "^(?P<name>.*)_"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a group (?P<student>...)" in err and len(err.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------------------------- copying
 
 
-MASK_CHECK = """import torch
-from IPython.display import display
-ok = torch.equal(%s(4), torch.ones(4, 4, dtype=torch.bool).triu(1).%s)
-display({"application/vnd.labutils.check+json": {"grade_id": "02_masks.%s", "points": int(ok),
-         "max_points": 1, "passed": ["L = 4"] if ok else [], "failed": [] if ok else ["L = 4"]}}, raw=True)"""
-
-
-def test_an_answer_that_only_calls_the_package_earns_nothing(tmp_path):
+def test_an_answer_that_is_or_calls_the_package_earns_nothing(sources, tmp_path):
     """However it reaches labutils' own function (a default argument, an alias), the copy earns 0."""
-    cells = [code_cell("import torch")]
-    for name, transposed, forbidden in [
-        ("causal_mask", False, None),  # by default: labutils' function of the same name
-        ("upper", False, ["labutils.attention.causal_mask"]),
-        ("lower", True, ["labutils.attention.scaled_dot_product_attention"]),
-    ]:
-        meta = {"grade_id": f"02_masks.{name}", "kind": "answer", "points": 1}
-        if forbidden:
-            meta["forbidden"] = forbidden
-        body = "return torch.ones(L, L, dtype=torch.bool).triu(1)" + (".T" if transposed else "")
-        cells.append(
-            code_cell(f"def {name}(L):\n    ### BEGIN SOLUTION\n    {body}\n    ### END SOLUTION", meta)
-        )
-        check = MASK_CHECK % (name, "T" if transposed else "clone()", name)
-        cells.append(code_cell(check, {"grade_id": f"02_masks.{name}", "kind": "check"}))
-    source = with_nbgrader(nbformat.v4.new_notebook(cells=cells))
-    source.metadata["labutils"] = {"notebook": "02_masks", "version": "1"}
-    save(source, tmp_path / "source" / "02_masks.ipynb")
     answers = {
         "causal_mask": "import labutils.attention as A\n\n"
         "def causal_mask(L, _mask=A.causal_mask):\n    return _mask(L)",  # hidden in a default argument
-        "upper": "upper = A.causal_mask",
-        "lower": "def lower(L):\n    return A.causal_mask(L).T",  # another labutils function: allowed here
+        "split_heads": "import labutils.attention as A\n"
+        "split_heads = lambda x, n_heads: A.MultiHeadAttention(x.size(-1), n_heads).split_heads(x)",
+        "attention": "import labutils.attention as A\n"
+        + SOLUTIONS["attention"].replace("return", "A.causal_mask(2)  # allowed here\n    return"),
     }
-    submission = release.student_notebook(source, "02_masks")
-    for cell in submission.cells:
-        grade_id = cell.metadata.get("labutils", {}).get("grade_id", "")
-        if cell.metadata.get("labutils", {}).get("kind") == "answer":
-            cell.source = answers[grade_id.split(".")[1]]
-    path = save(submission, tmp_path / "copy.ipynb")
-    result = grading.grade_submission(path, grading.load_sources(tmp_path / "source"), Limits(timeout=60))
-    points = {exercise.split(".")[1]: (points, feedback) for exercise, points, _, feedback in result.rows}
-    assert points["lower"][0] == 1, points["lower"]
-    assert (
-        points["causal_mask"][0] == 0 and "calls `labutils.attention.causal_mask`" in points["causal_mask"][1]
+    path = save(student(answers), tmp_path / "copy.ipynb")
+    result = grading.grade_submission(path, grading.load_sources(sources), Limits(timeout=TIMEOUT))
+    feedback = {exercise.split(".")[1]: text for exercise, _, _, text in result.rows}
+    assert points_of(result) == {"attention": 2, "causal_mask": 0, "split_heads": 0}, result.rows
+    assert "calls `labutils.attention.causal_mask`" in feedback["causal_mask"]
+    section = result.text.split("## Exercise 4.4")[1]  # switched off while it ran: told why it failed
+    assert "calls labutils.attention.MultiHeadAttention.split_heads, which this exercise asks you" in section
+
+
+def test_an_answer_like_the_package_s_own_code_is_noted_for_review():
+    package_like = (
+        "def causal_mask(length):\n"
+        "    ones = torch.ones(length, length, dtype=torch.bool, device=None)\n"
+        "    return torch.triu(ones, diagonal=1)\n"
     )
-    assert points["upper"][0] == 0 and "is `labutils.attention.causal_mask`" in points["upper"][1]
+    import inspect
+
+    import labutils.attention
+
+    source = inspect.getsource(inspect.unwrap(labutils.attention.scaled_dot_product_attention))
+    renamed = source.replace("scaled_dot_product_attention", "attention").replace("scores", "s")
+    forbidden = ("labutils.attention.scaled_dot_product_attention",)
+    assert "matches labutils.attention.scaled_dot_product_attention" in similar_to_package(
+        renamed, "attention", forbidden
+    )
+    assert similar_to_package(SOLUTIONS["attention"], "attention", forbidden) is None  # a few lines: never
+    assert similar_to_package(package_like, "causal_mask", ("labutils.attention.causal_mask",)) is None
 
 
 # ---------------------------------------------------------------------------------------------- resuming
@@ -420,10 +373,10 @@ def test_a_killed_batch_resumes_without_losing_or_repeating_a_grade(sources, tmp
         f"    pathlib.Path({str(pid)!r}).write_text(f'{{os.getpid()}} {{os.getcwd()}}')\n    time.sleep(120)"
     )
     solved = student(SOLUTIONS)
-    for name in ("alice", "bob", "carol"):  # three files named 01_demo.ipynb: their feedback must not collide
+    for name in ("alice", "bob", "carol"):  # three files of the same name: their feedback must not collide
         save(
             with_cell(solved, 0, wait) if name == "bob" else solved,
-            tmp_path / "class" / name / "01_demo.ipynb",
+            tmp_path / "class" / name / f"{NAME}.ipynb",
         )
     hold.touch()
     out = tmp_path / "grades.csv"
@@ -457,14 +410,14 @@ def test_a_killed_batch_resumes_without_losing_or_repeating_a_grade(sources, tmp
     hold.unlink()
     totals = grading.totals_path(out)
     assert [row["submission"] for row in read_csv(totals)] == [
-        os.path.join("class", "alice", "01_demo.ipynb")
+        os.path.join("class", "alice", f"{NAME}.ipynb")
     ]
     # As if the kill had struck while bob's rows were being written: whole rows, then half of one.
-    bob = os.path.join("class", "bob", "01_demo.ipynb")
+    bob = os.path.join("class", "bob", f"{NAME}.ipynb")
     with open(out, "a", encoding="utf-8") as file:
-        file.write(f"{bob},01_demo,01_demo.double,2,2,fine\n{bob},01_demo,01_demo.squ")
+        file.write(f"{bob},{NAME},{NAME}.attention,2,2,fine\n{bob},{NAME},{NAME}.cau")
     with open(totals, "a", encoding="utf-8") as file:
-        file.write(f"{bob},01_demo,4,")
+        file.write(f"{bob},{NAME},4,")
 
     assert cli.main(["grade", "class", "--source", str(sources), "--out", str(out)]) == 2  # never overwritten
     monkeypatch.chdir(tmp_path)
@@ -472,15 +425,15 @@ def test_a_killed_batch_resumes_without_losing_or_repeating_a_grade(sources, tmp
     assert (report.graded, report.skipped, report.status) == (2, 1, 0)
     rows = read_csv(out)
     assert sorted((row["submission"], row["exercise"]) for row in rows) == sorted(
-        (os.path.join("class", name, "01_demo.ipynb"), f"{NAME}.{exercise}")
+        (os.path.join("class", name, f"{NAME}.ipynb"), f"{NAME}.{exercise}")
         for name in ("alice", "bob", "carol")
-        for exercise in ("double", "square", "negate")
+        for exercise in POINTS
     )
     assert all(row["points"] == row["max_points"] for row in rows)
     assert [row["status"] for row in read_csv(totals)] == ["graded"] * 3
     for name in ("alice", "bob", "carol"):
-        text = (tmp_path / "feedback" / name / "01_demo.feedback.md").read_text(encoding="utf-8")
-        assert os.path.join("class", name, "01_demo.ipynb") in text and "4 / 4 points" in text
+        text = (tmp_path / "feedback" / name / f"{NAME}.feedback.md").read_text(encoding="utf-8")
+        assert os.path.join("class", name, f"{NAME}.ipynb") in text and "4 / 4 points" in text
 
 
 # ---------------------------------------------------------------------------------------------- small parts
@@ -505,14 +458,14 @@ def test_feedback_file_names_never_collide(tmp_path):
 def test_a_cut_short_line_is_not_a_graded_submission(tmp_path):
     out = tmp_path / "grades.csv"
     out.write_text(
-        "submission,notebook,exercise,points,max_points,feedback\na.ipynb,01_demo,01_demo.double,2,2,ok\n"
+        "submission,notebook,exercise,points,max_points,feedback\na.ipynb,04_attention,04_attention.attention,2,2,ok\n"
     )
     grading.totals_path(out).write_text(
-        "submission,notebook,points,max_points,status,notes\na.ipynb,01_demo,2,2,graded,\nb.ipynb,01_demo,1"
+        "submission,notebook,points,max_points,status,notes,student\na.ipynb,04_attention,2,2,graded,,a\nb.ipynb,04_attention,1"
     )
     ledger = grading.Ledger(out, resume=True)
     assert list(ledger.done) == ["a.ipynb"]
-    assert grading.totals_path(out).read_text().endswith("graded,\n")  # the cut line is gone
+    assert grading.totals_path(out).read_text().endswith("graded,,a\n")  # the cut line is gone
     (tmp_path / "other.csv").write_text("name,score\nalice,3\n")
     with pytest.raises(grading.GradingError, match="not a file written by the grader"):
         grading.Ledger(tmp_path / "other.csv", resume=True)
@@ -561,7 +514,7 @@ def test_long_cells_get_the_long_timeout_but_no_more_of_them_than_the_source_has
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code" and "labutils" not in cell["metadata"]:
             cell["metadata"]["tags"] = ["long"]  # a student tags every cell long
-    plan = grading.make_plan(notebook, source, Limits(timeout=1, long_timeout=99), "nonce")
+    plan = grading.make_plan(notebook, source, Limits(timeout=1, long_timeout=99))
     student_steps = [step for step in plan.steps if step.role == "student"]
     assert [step.timeout for step in student_steps].count(99) == 1
     assert student_steps[0].timeout == 99  # the first one
@@ -575,15 +528,15 @@ def test_metadata_of_any_shape_is_a_plan_not_a_crash(sources):
     notebook["cells"].append("not a cell")
     notebook = grading.read_notebook(save(notebook, sources.parent / "odd" / "odd.ipynb"))
     source, _ = grading.identify(notebook, grading.load_sources(sources))
-    plan = grading.make_plan(notebook, source, Limits(), "nonce")
-    assert {step.role for step in plan.steps} >= {"student", "on", "visible", "off"}
+    plan = grading.make_plan(notebook, source, Limits())
+    assert {step.role for step in plan.steps} == {"student", "call"}
 
 
 def test_a_notebook_without_its_metadata_is_recognised_by_its_exercises(sources):
     notebook = json.loads(json.dumps(student(SOLUTIONS)))
     del notebook["metadata"]["labutils"]
     source, note = grading.identify(notebook, grading.load_sources(sources))
-    assert source.notebook == NAME and "recognised as 01_demo" in note
+    assert source.notebook == NAME and f"recognised as {NAME}" in note
 
 
 # ---------------------------------------------------------------------------------------------- the solutions

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import html
 import linecache
 import os
@@ -99,8 +100,9 @@ def randn(*shape: int, seed: int) -> torch.Tensor:
 def tiny_model(**changes) -> Seq2SeqTransformer:
     """A small random model in eval mode for the cases (``changes``: other ModelConfig fields)."""
     fields = dict(
-        d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, dropout=0.0, max_tgt_len=64
-    )
+        d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, dropout=0.0, max_src_len=64,
+        max_tgt_len=64, positional="sinusoidal", norm_first=True, tie_embeddings=True,
+    )  # fmt: skip
     return Seq2SeqTransformer(ModelConfig(**{**fields, **changes})).eval()
 
 
@@ -141,7 +143,7 @@ class CheckResult:
 
     def _of(self) -> str:
         ex = self.exercise
-        return f"{number_text(self.points)} of {ex.points} point{'s' if ex.points != 1 else ''}"
+        return f"{number_text(self.points)} of {number_text(ex.points)} point{'s' if ex.points != 1 else ''}"
 
     def messages(self) -> list[str]:
         """One line per test, ``"✓ name"`` or ``"✗ name: what to change"``; a stub gets one "not done yet" line."""
@@ -303,19 +305,116 @@ def _test(result: CheckResult, name: str, body: Callable[[], str | None]) -> Non
 
 #: Every exercise by grade_id.
 EXERCISES: dict[str, Exercise] = {}
-_HIDDEN: dict[str, dict[str, Callable]] = {}
+#: Each exercise's cases and judge, by grade_id: what the grader rebuilds and judges in its own process.
+CHECKS: dict[str, tuple[Callable[[], dict[str, Case]], Judge]] = {}
+_HIDDEN: dict[str, dict[str, Callable]] = {}  # tests a notebook's check cell registers (nbgrader's form)
 
 
-def hidden_test(grade_id: str) -> Callable[[Callable], Callable]:
-    """Register a test ``fn(answer)`` that the next check of ``grade_id`` runs after its own tests."""
+@dataclass(frozen=True)
+class HiddenTest:
+    """A test the students never see: ``make(generator)`` draws a case's inputs from the grader's secret.
+
+    It is judged like the visible cases (by the case's judge, else the exercise's), so it can only vary the
+    inputs; when it fails, the feedback names its ``requirement``, never its inputs or the expected output.
+    """
+
+    name: str
+    requirement: str
+    make: Callable[[torch.Generator], Case]
+
+
+#: The hidden tests of each exercise, by grade_id, in the order they were declared.
+HIDDEN_TESTS: dict[str, list[HiddenTest]] = {}
+
+
+def hidden_test(grade_id: str, requirement: str | None = None) -> Callable[[Callable], Callable]:
+    """Declare a hidden test of ``grade_id``: ``make(generator) -> Case``, failing with ``requirement``.
+
+    ``requirement`` is one sentence, what the test holds the answer to ("a fully masked row must give zeros,
+    not NaN"). The grader draws each hidden test's generator from a secret of its grading run; a check in a
+    notebook runs them only under nbgrader, with a seed of its own.
+
+    Without ``requirement`` it is the older form a notebook's check cell uses, ``fn(answer)`` run in the
+    kernel by the next check of ``grade_id`` (``labutils grade`` never runs it: it judges outside the kernel).
+    """
     if grade_id not in EXERCISES:
         raise ValueError(f"unknown grade_id {grade_id!r}")
 
     def register(fn: Callable) -> Callable:
-        _HIDDEN.setdefault(grade_id, {})[fn.__name__] = fn
+        if requirement is None:
+            _HIDDEN.setdefault(grade_id, {})[fn.__name__] = fn
+        else:
+            tests = HIDDEN_TESTS.setdefault(grade_id, [])
+            tests[:] = [test for test in tests if test.name != fn.__name__]
+            tests.append(HiddenTest(fn.__name__, requirement, fn))
         return fn
 
     return register
+
+
+def integer(generator: torch.Generator, low: int, high: int) -> int:
+    """A hidden test's whole number, ``low`` to ``high`` inclusive, drawn from its generator."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def pick(generator: torch.Generator, options: list):
+    """One of ``options``, drawn from a hidden test's generator."""
+    return options[integer(generator, 0, len(options) - 1)]
+
+
+def hidden_generator(secret: int, grade_id: str, name: str) -> torch.Generator:
+    """The generator of one hidden test: the same for every submission of one grading run, unguessable."""
+    digest = hashlib.sha256(f"{secret}:{grade_id}:{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def hidden_name(test: HiddenTest) -> str:
+    """A hidden test's name in a result: its requirement, which is all the feedback says of it."""
+    return f"hidden test: {test.requirement}"
+
+
+def all_cases(grade_id: str, secret: int | None) -> list[tuple[str, Case]]:
+    """The named cases of an exercise, then (with a ``secret``) its hidden tests' cases drawn from it.
+
+    Built with torch's global generator forked and seeded, so neither the notebook's nor the grader's random
+    numbers change, and the visible cases are the same wherever they are built.
+    """
+    cases, _ = CHECKS[grade_id]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        named = list(cases().items())
+        if secret is not None:
+            for test in HIDDEN_TESTS.get(grade_id, []):
+                named.append((hidden_name(test), test.make(hidden_generator(secret, grade_id, test.name))))
+    return named
+
+
+class _AnswerRaised(Exception):
+    """An exception the answer raised in the student's kernel, known to the grader by its description."""
+
+    def __init__(self, description: str):
+        super().__init__(description)
+        self._labutils_answer = description
+
+
+def judge_returned(result: CheckResult, name: str, case: Case, returned: dict) -> None:
+    """Judge one case from what came back of the student's kernel, in the grader's process.
+
+    ``returned`` is ``{"value": data}``, ``{"error": "TypeError: … (line 3 of your …)"}`` or
+    ``{"not_done": True}``. A hidden test's failure says no more than its name, the requirement it tests.
+    """
+    _, judge = CHECKS[result.exercise.grade_id]
+
+    def body() -> str | None:
+        if returned.get("not_done"):
+            raise _NotAttempted()
+        if "error" in returned:
+            raise _AnswerRaised(str(returned["error"]))
+        return (case.judge or judge)(case.args, returned.get("value"))
+
+    _test(result, name, body)
+    if name.startswith("hidden test: "):
+        result.outcomes[-1].message = ""
 
 
 def exercise(
@@ -335,6 +434,8 @@ def exercise(
     EXERCISES[grade_id] = declared
 
     def register(judge: Judge) -> Callable[[Callable], float | None]:
+        CHECKS[grade_id] = (cases, judge)
+
         def check(answer: Callable) -> float | None:
             result = run(declared, cases, judge, answer)
             _publish(result)
@@ -353,7 +454,11 @@ def exercise(
 def run(
     exercise: Exercise, cases: Callable[[], dict[str, Case]], judge: Judge, answer: Callable
 ) -> CheckResult:
-    """Judge ``answer`` on every case of ``exercise``, then run its registered hidden tests; never raises."""
+    """Judge ``answer`` on every case of ``exercise``, in this process; never raises.
+
+    Under nbgrader the hidden tests run too, from a seed of their own; the tests a check cell registered
+    with the older form of :func:`hidden_test` run whenever there are some.
+    """
     result = CheckResult(exercise)
     hidden = _HIDDEN.pop(exercise.grade_id, {})
     if not callable(answer):
@@ -366,16 +471,20 @@ def run(
         return result
     try:
         guarded = _guarded(answer, exercise)
+        secret = int.from_bytes(os.urandom(8), "little") if _under_nbgrader() else None
+        named = all_cases(exercise.grade_id, secret) if exercise.grade_id in CHECKS else list(cases().items())
         # The check's own random numbers must not change the notebook's: a forked RNG, seeded.
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(0)
-            for name, case in cases().items():
+            for name, case in named:
 
                 def body(case: Case = case) -> str | None:
                     got = (case.call or call_with_fresh_arguments)(guarded, case.args)
                     return (case.judge or judge)(case.args, got)
 
                 _test(result, name, body)
+                if name.startswith("hidden test: "):  # its requirement, never its inputs
+                    result.outcomes[-1].message = ""
             for name, fn in hidden.items():
                 _test(result, f"hidden: {name}", functools.partial(fn, guarded))
     except Exception as error:  # a bug in the check itself: say so, never raise into the notebook

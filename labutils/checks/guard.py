@@ -11,10 +11,10 @@ The rule is enforced in two places, both from this module:
 * :func:`switched_off`, while a check runs an answer: every place a forbidden object is reachable from (its
   module, the package's re-exports, the answer's globals) holds a stand-in that raises
   :class:`ForbiddenCall`, so an answer that calls the package fails its tests and is told why;
-* :func:`watch`, in the kernel of a graded submission, while the grader's own check cell runs: what the answer
-  *is* (a package function, or a wrapper of one) and which package functions it calls, however it reached
-  them (a default argument, an alias); the grader reads the verdict and :func:`copied` says why it earns
-  nothing.
+* :class:`Watch`, in the kernel of a graded submission, while the grader runs the answer on its inputs: what
+  the answer *is* (a package function, or a wrapper of one) and which package functions it calls, however it
+  reached them (a default argument, an alias); the grader reads the verdict as data and :func:`copied` says
+  why it earns nothing.
 
 This module imports nothing but the standard library, so the grader can run it in a student's kernel from its
 source text without importing labutils there.
@@ -183,81 +183,64 @@ def _unwrapped(answer: object) -> list[object]:
     return chain
 
 
-def watch(
-    name: str,
-    forbidden: tuple[str, ...],
-    package: str,
-    excluded: tuple[str, ...],
-    nonce: str,
-    mime: str,
-    namespace: dict,
-) -> None:
-    """Start watching the answer ``namespace[name]``; ``namespace["_labutils_grader_off"]()`` stops and reports.
+class Watch:
+    """What an answer *is* (a package object, or a wrapper of one) and which package functions its own code
+    calls while the watch is on (``with watch:``), however it reached them (a default argument, an alias).
 
-    The report, published as a display output of type ``mime``, is ``{"nonce", "defined", "is", "calls"}``:
-    whether the answer exists, the package objects it is (or wraps), and the package functions called from
-    the answer's own code while the watch was on. Stopping also forgets the grader's cells (those holding
-    ``nonce``) from ``linecache`` and the last exception, so the hidden tests leave no trace in the kernel.
+    :meth:`verdict` is ``{"defined", "is", "calls"}``, plain data for the grader; :func:`copied` reads it.
     """
-    modules: dict[str, str | None] = {}
 
-    def module_of(filename: str) -> str | None:
-        if filename not in modules:
-            modules[filename] = package_module(filename, package, excluded)
-        return modules[filename]
-
-    chain = _unwrapped(namespace.get(name))
-    found_objects = [(path, found[2]) for path in forbidden if (found := resolve(path, load=False))]
-    found, files = [], set()
-    for x in chain:
-        found += [path for path, target in found_objects if x is target]
-        if isinstance(x, types.FunctionType):
-            codes = [x.__code__]
-        elif isinstance(x, type):
-            codes = [getattr(v, "__func__", getattr(v, "fget", v)) for v in vars(x).values()]
-            codes = [f.__code__ for f in codes if isinstance(f, types.FunctionType)]
-            for klass in x.__mro__:
-                found += [path for path, target in found_objects if klass is target]
-                path = getattr(sys.modules.get(klass.__module__), "__file__", None)
-                if path and module_of(path):
-                    found.append(module_of(path) + "." + klass.__qualname__)
-        else:
-            codes = []
-        for code in codes:
-            if module_of(code.co_filename):
-                found.append(module_of(code.co_filename) + "." + code.co_qualname)
+    def __init__(self, answer: object, forbidden: tuple[str, ...], package: str, excluded: tuple[str, ...]):
+        self._modules: dict[str, str | None] = {}
+        self._package, self._excluded = package, excluded
+        chain = _unwrapped(answer)
+        self.defined = answer is not None
+        found_objects = [(path, found[2]) for path in forbidden if (found := resolve(path, load=False))]
+        self.found, self.files, self.calls = [], set(), set()
+        for x in chain:
+            self.found += [path for path, target in found_objects if x is target]
+            if isinstance(x, types.FunctionType):
+                codes = [x.__code__]
+            elif isinstance(x, type):
+                codes = [getattr(v, "__func__", getattr(v, "fget", v)) for v in vars(x).values()]
+                codes = [f.__code__ for f in codes if isinstance(f, types.FunctionType)]
+                for klass in x.__mro__:
+                    self.found += [path for path, target in found_objects if klass is target]
+                    path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+                    if path and self._module_of(path):
+                        self.found.append(self._module_of(path) + "." + klass.__qualname__)
             else:
-                files.add(code.co_filename)
-    calls = set()
+                codes = []
+            for code in codes:
+                if self._module_of(code.co_filename):
+                    self.found.append(self._module_of(code.co_filename) + "." + code.co_qualname)
+                else:
+                    self.files.add(code.co_filename)
 
-    def trace(frame, event, arg):
-        if event == "call" and module_of(frame.f_code.co_filename):
+    def _module_of(self, filename: str) -> str | None:
+        if filename not in self._modules:
+            self._modules[filename] = package_module(filename, self._package, self._excluded)
+        return self._modules[filename]
+
+    def _trace(self, frame, event, arg):
+        if event == "call" and self._module_of(frame.f_code.co_filename):
             caller = frame.f_back
             while caller is not None:
-                if caller.f_code.co_filename in files:
-                    calls.add(module_of(frame.f_code.co_filename) + "." + frame.f_code.co_qualname)
+                if caller.f_code.co_filename in self.files:
+                    self.calls.add(self._module_of(frame.f_code.co_filename) + "." + frame.f_code.co_qualname)
                     break
                 caller = caller.f_back
         return None
 
-    def off() -> None:
+    def __enter__(self) -> Watch:
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc) -> None:
         sys.settrace(None)
-        import linecache
 
-        from IPython.display import display
-
-        for key, entry in list(linecache.cache.items()):  # forget the grader's cells: the hidden tests
-            if len(entry) > 2 and nonce in "".join(entry[2] or ()):
-                linecache.cache.pop(key, None)
-        for attr in ("last_type", "last_value", "last_traceback", "last_exc"):
-            if hasattr(sys, attr):
-                setattr(sys, attr, None)
-        namespace.pop("_labutils_grader_off", None)
-        verdict = {"nonce": nonce, "defined": chain[0] is not None, "is": found, "calls": sorted(calls)}
-        display({mime: verdict}, raw=True)
-
-    namespace["_labutils_grader_off"] = off
-    sys.settrace(trace)
+    def verdict(self) -> dict:
+        return {"defined": self.defined, "is": list(self.found), "calls": sorted(self.calls)}
 
 
 def copied(function: str, forbidden: tuple[str, ...], verdict: dict | None) -> str | None:

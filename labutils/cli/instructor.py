@@ -119,7 +119,17 @@ def add_grade(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("paths", nargs="+", metavar="PATH", help="submitted notebooks, or folders to search")
     parser.add_argument("--source", help="source notebooks, with their checks (default: solutions/)")
-    parser.add_argument("--out", default="grades.csv", help="one row per submission and exercise")
+    parser.add_argument(
+        "--out",
+        default="grades.csv",
+        help="one row per submission and exercise; beside it -totals.csv and -gradebook.csv (one row per student)",
+    )
+    parser.add_argument(
+        "--student-pattern",
+        metavar="REGEX",
+        help="find the student in each file name, e.g. '^(?P<student>[^_]+)_' "
+        "(default: the folder, as in nbgrader's submitted/<student>/<assignment>/)",
+    )
     parser.add_argument(
         "--feedback", help="folder for one feedback file per submission (default: feedback/ next to --out)"
     )
@@ -165,6 +175,7 @@ def run_grade(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             resume=args.resume,
             force=args.force,
+            student_pattern=args.student_pattern,
         )
     except grading.GradingError as error:
         raise UsageError(str(error)) from None
@@ -173,9 +184,11 @@ def run_grade(args: argparse.Namespace) -> int:
     print(report.summary)
     print(
         f"graded {report.graded} submission(s), skipped {report.skipped} already graded; "
-        f"wrote {args.out} and {grading.totals_path(args.out)}",
+        f"wrote {args.out}, {grading.totals_path(args.out)} and {grading.gradebook_path(args.out)}",
         file=sys.stderr,
     )
+    for duplicate in report.duplicates:
+        print(f"duplicate: {duplicate}", file=sys.stderr)
     for problem in report.problems:
         print(f"not fully graded: {problem}", file=sys.stderr)
     return report.status

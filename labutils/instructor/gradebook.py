@@ -1,5 +1,5 @@
-"""The grader's files: grades.csv and its totals file, written one whole submission at a time, and the
-feedback files' names."""
+"""The grader's files: grades.csv and its totals file, written one whole submission at a time, the
+gradebook (one row per student), and the feedback files' names."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from labutils.instructor.grading import Result
 
 COLUMNS = ("submission", "notebook", "exercise", "points", "max_points", "feedback")
-TOTAL_COLUMNS = ("submission", "notebook", "points", "max_points", "status", "notes")
+TOTAL_COLUMNS = ("submission", "notebook", "points", "max_points", "status", "notes", "student")
 #: statuses in the totals file; ``error`` (the grader's own failure) is graded again by --resume
 GRADED, INCOMPLETE, FAILED, ERROR = "graded", "incomplete", "failed", "error"
 
@@ -112,6 +112,7 @@ class Ledger:
             _number(result.max_points),
             result.status,
             _safe(result.notes),
+            _safe(result.student),
         )
         for path, lines in ((self.out, rows), (self.totals, [total])):
             with open(path, "a", encoding="utf-8", newline="") as file:
@@ -123,6 +124,37 @@ class Ledger:
 
     def rows(self) -> list[list[str]]:
         return _read_lines(self.out, COLUMNS)
+
+
+def gradebook_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}-gradebook{out.suffix or '.csv'}")
+
+
+def write_gradebook(path: Path, totals: Iterable[list[str]], notebooks: list[str]) -> list[str]:
+    """One row per student: a column per notebook (0 when missing) and the total; returns the duplicates.
+
+    A student with two files of one notebook is reported, and the better of them counted.
+    """
+    points: dict[str, dict[str, list[tuple[float, str]]]] = {}
+    for row in totals:
+        submission, notebook, value, student = row[0], row[1], row[2], row[6]
+        if notebook in notebooks:
+            points.setdefault(student, {}).setdefault(notebook, []).append((float(value), submission))
+        else:
+            points.setdefault(student, {})
+    duplicates, lines = [], [("student", *notebooks, "total")]
+    for student in sorted(points):
+        values = []
+        for notebook in notebooks:
+            found = sorted(points[student].get(notebook, []), reverse=True)
+            if len(found) > 1:
+                files = ", ".join(submission for _, submission in sorted(found, key=lambda x: x[1]))
+                duplicates.append(f"{student}: {len(found)} files of {notebook} ({files}); the best counted")
+            values.append(found[0][0] if found else 0.0)
+        lines.append((_safe(student), *(_number(v) for v in values), _number(sum(values))))
+    write_file(path, "".join(_csv_line(line) for line in lines))
+    return duplicates
 
 
 def feedback_names(files: list[Path]) -> list[Path]:

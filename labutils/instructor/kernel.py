@@ -1,4 +1,4 @@
-"""One fresh kernel per submission, in an empty temporary folder, killed on any limit it passes."""
+"""A fresh kernel for a submission, in an empty temporary folder, killed on any limit it passes."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ class Kernel:
         self.folder = Path(tempfile.mkdtemp(prefix="labutils-grade-"))
         self.work = self.folder / "work"  # the kernel's working folder; its log stays out of reach
         self.work.mkdir()
+        self.io = self.folder / "io"  # the grader's jobs and the data that comes back
+        self.io.mkdir(mode=0o700)
         self.output_bytes = 0
         self.reason: str | None = None  # set by the watcher when it kills the kernel
         self._done = threading.Event()

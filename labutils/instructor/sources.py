@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labutils import checks
-from labutils.checks.core import Exercise
+from labutils.checks.core import CHECKS, Exercise
 from labutils.instructor import release
 
 MAX_NOTEBOOK_BYTES = 200_000_000
@@ -31,17 +31,15 @@ class SubmissionError(Exception):
 
 @dataclass(frozen=True)
 class CheckCell:
-    """The grader's copy of an exercise's check cell."""
+    """What the grader keeps of an exercise's cells: the answer's stub, and whether its check is long."""
 
-    visible: str  # the check cell as students see it
-    full: str | None  # the check cell with its hidden tests, None when it has none
+    stub: str  # the answer cell as students got it: replays put it in place of an answer that stopped
     long: bool = False
 
 
 @dataclass(frozen=True)
 class Source:
-    """A source notebook: its exercises (forbidden: as :mod:`labutils.checks` says, else the answer cell's
-    ``forbidden`` or its function's name) and their check cells by grade_id."""
+    """A source notebook: its exercises, as :mod:`labutils.checks` declares them, and their cells by grade_id."""
 
     notebook: str
     version: str
@@ -132,8 +130,9 @@ def read_notebook(path: Path) -> dict:
 def load_source(path: Path) -> Source | None:
     """The exercises of one source notebook, or None for a notebook that is not a lab notebook.
 
-    The visible part of each check is taken from the student version that ``labutils.instructor.release`` makes, so it
-    is exactly what the students ran; the full check cell adds the hidden tests.
+    Each exercise must be declared in :mod:`labutils.checks`: the grader rebuilds its cases and judges them
+    in its own process, and never runs the notebook's check cells. The stubs are taken from the student
+    version that :mod:`labutils.instructor.release` makes, so they are exactly what the students got.
     """
     import nbformat
 
@@ -157,16 +156,15 @@ def load_source(path: Path) -> Source | None:
         if meta.get("kind") != "check":
             continue
         answer = notebook.cells[index - 1].metadata["labutils"]  # release checked: the answer is just before
-        grade_id, function = meta["grade_id"], defined_names(notebook.cells[index - 1].source)[0]
-        visible = student.cells[index].source
-        full = cell.source if visible.strip() != cell.source.strip() else None
+        grade_id = meta["grade_id"]
         known = checks.EXERCISES.get(grade_id)
-        if known is not None:
-            number, forbidden = known.number, known.forbidden
-        else:  # bare names match any labutils function or class of that name
-            number, forbidden = "", tuple(answer.get("forbidden") or (function,))
-        exercises.append(Exercise(grade_id, number, float(answer["points"]), forbidden))
-        check_cells[grade_id] = CheckCell(visible, full, "long" in cell_tags(cell))
+        if known is None or grade_id not in CHECKS:
+            raise GradingError(
+                f"source {path}: exercise {grade_id!r} is not declared in labutils.checks; the grader judges "
+                "only exercises whose cases and judge the package holds"
+            )
+        exercises.append(Exercise(grade_id, known.number, float(answer["points"]), known.forbidden))
+        check_cells[grade_id] = CheckCell(student.cells[index - 1].source, "long" in cell_tags(cell))
     version = labutils_meta(notebook).get("version", "")
     return Source(name, str(version), tuple(exercises), check_cells, long_cells)
 
@@ -219,8 +217,37 @@ def identify(notebook: dict, sources: dict[str, Source]) -> tuple[Source, str | 
     )
 
 
-def find_submissions(paths: Iterable[str]) -> list[tuple[str, Path]]:
-    """(the path as given, the file) of every notebook: files as named, folders searched recursively."""
+@dataclass(frozen=True)
+class Submission:
+    """A submitted file: ``key`` is its path as given (the grades' first column), ``student`` who sent it."""
+
+    key: str
+    file: Path
+    student: str
+
+
+def student_of(relative: Path, pattern: re.Pattern | None) -> str | None:
+    """Who submitted a file, from its path below the folder given to ``grade``.
+
+    With a ``pattern`` (a regular expression with a group ``student``): searched in the file's name, None
+    when it does not match. Without: nbgrader's layout, ``[submitted/]<student>/<assignment>/<notebook>``,
+    or ``<student>/<notebook>``; a file alone in a flat folder is its own student, named by its file name.
+    """
+    if pattern is not None:
+        match = pattern.search(relative.name)
+        return match.group("student") if match and match.group("student") else None
+    parts = relative.parts
+    if "submitted" in parts[:-1]:
+        index = len(parts) - 1 - parts[::-1].index("submitted")
+        if index + 1 < len(parts) - 1:
+            return parts[index + 1]
+    if len(parts) >= 2:
+        return parts[-3] if len(parts) >= 3 else parts[0]
+    return relative.name.removesuffix(".ipynb")
+
+
+def find_submissions(paths: Iterable[str], pattern: re.Pattern | None = None) -> list[Submission]:
+    """Every notebook: files as named, folders searched recursively; each with its student."""
     found, seen = [], set()
     for given in paths:
         path = Path(given)
@@ -231,15 +258,79 @@ def find_submissions(paths: Iterable[str]) -> list[tuple[str, Path]]:
                 if not any(
                     part.startswith(".") for part in relative.parts
                 ):  # .ipynb_checkpoints, ._x (macOS)
-                    files.append((os.path.join(given, *relative.parts), file))
+                    files.append((os.path.join(given, *relative.parts), file, relative))
         elif path.is_file():
-            files = [(given, path)]
+            files = [(given, path, Path(path.name))]
         else:
             raise GradingError(f"{given}: no such file or folder")
-        for key, file in files:
+        for key, file, relative in files:
             if file.resolve() not in seen:
                 seen.add(file.resolve())
-                found.append((key, file))
+                student = student_of(relative, pattern)
+                found.append(Submission(key, file, student if student is not None else f"? {relative.name}"))
     if not found:
         raise GradingError(f"no notebooks found in {', '.join(paths)}")
     return found
+
+
+# ---------------------------------------------------------------------------------------- similar answers
+
+#: Statements an answer needs before its likeness to the package's code means anything.
+SIMILAR_MIN_STATEMENTS = 4
+SIMILAR_RATIO = 0.9
+
+
+def _shape(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """The function's statements as syntax trees, names numbered in order of appearance, no docstring."""
+    names: dict[str, str] = {}
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.Name:
+            node.id = names.setdefault(node.id, f"_{len(names)}")
+            return node
+
+        def visit_arg(self, node: ast.arg) -> ast.arg:
+            node.arg, node.annotation = names.setdefault(node.arg, f"_{len(names)}"), None
+            return node
+
+    body = list(function.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]  # the docstring
+    tree = Rename().visit(ast.Module(body=[function.args, *body], type_ignores=[]))
+    return [ast.dump(node, annotate_fields=False) for node in ast.walk(tree) if isinstance(node, ast.AST)]
+
+
+def _statements(function: ast.AST) -> int:
+    return sum(isinstance(node, ast.stmt) for node in ast.walk(function)) - 1
+
+
+def similar_to_package(code: str, function: str, forbidden: tuple[str, ...]) -> str | None:
+    """The package object an answer of more than a few lines matches, syntax tree against syntax tree with
+    names normalised (for the instructor to review, never a grade), else None."""
+    import difflib
+    import inspect
+    import textwrap
+
+    from labutils.checks import guard
+
+    tree = _parse(code)
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef)
+    defined = [
+        node for node in (tree.body if tree else ()) if isinstance(node, kinds) and node.name == function
+    ]
+    if not defined or _statements(defined[-1]) < SIMILAR_MIN_STATEMENTS:
+        return None
+    answer = _shape(defined[-1])
+    for path in forbidden:
+        try:
+            target = guard.resolve(path)[2]
+            source = textwrap.dedent(inspect.getsource(inspect.unwrap(target)))
+        except (ImportError, AttributeError, TypeError, OSError):
+            continue
+        package = [node for node in ast.parse(source).body if isinstance(node, kinds)]
+        if not package:
+            continue
+        ratio = difflib.SequenceMatcher(None, answer, _shape(package[0]), autojunk=False).ratio()
+        if ratio >= SIMILAR_RATIO:
+            return f"its syntax tree matches {path} with names normalised ({ratio:.0%} alike)"
+    return None
