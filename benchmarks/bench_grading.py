@@ -1,20 +1,19 @@
-"""What grading costs beyond running the notebooks: the six solutions, executed, then graded.
+"""What grading a class costs: 30 submissions of notebook 04 (its solution), graded with ``--jobs 2``.
 
-    python benchmarks/bench_grading.py [--jobs 1]
+    python benchmarks/bench_grading.py [--students 30] [--jobs 2] [--notebook 04_attention]
 
-(a) runs each solution notebook top to bottom in a fresh kernel (nbclient), (b) grades the six with
-``labutils.instructor.grading`` (fresh kernel each, the student's cells, then the grader's check cells). The
-grader's own cost is (b) - (a); it can be negative, since the grader stops after a notebook's last exercise. Not a test.
+The class is laid out as nbgrader collects it (``submitted/<student>/ps4/<notebook>.ipynb``); each
+submission is graded as ``python -m labutils grade`` does it: a fresh kernel, the student's cells, the grader's
+own cell after each answer, the judging in this process. Reports the wall time, the time per submission and
+the points (every copy should get full points). Not a test.
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import nbformat
-from nbclient import NotebookClient
 
 from labutils.instructor import grading
 from labutils.instructor.grading import Limits
@@ -24,32 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--notebook", default="04_attention")
     args = parser.parse_args()
-    notebooks = sorted((ROOT / "solutions").glob("*.ipynb"))
-
-    start = time.perf_counter()
-    for path in notebooks:
-        with tempfile.TemporaryDirectory() as folder:
-            nb = nbformat.read(path, as_version=4)
-            NotebookClient(
-                nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": folder}}
-            ).execute()
-    executed = time.perf_counter() - start
-
+    solution = ROOT / "solutions" / f"{args.notebook}.ipynb"
     with tempfile.TemporaryDirectory() as folder:
+        submitted = Path(folder) / "submitted"
+        for n in range(args.students):
+            target = submitted / f"student{n + 1:02d}" / "ps4" / solution.name
+            target.parent.mkdir(parents=True)
+            shutil.copy(solution, target)
+        out = Path(folder) / "grades.csv"
         start = time.perf_counter()
         report = grading.grade(
-            [str(ROOT / "solutions")],
-            out=Path(folder) / "grades.csv",
+            [str(submitted)],
+            out=out,
             limits=Limits(timeout=600),
             jobs=args.jobs,
             log=lambda line: print(line, file=sys.stderr),
         )
-        graded = time.perf_counter() - start
-    print(f"(a) running the {len(notebooks)} solution notebooks: {executed:.1f} s")
-    print(f"(b) grading them (jobs={args.jobs}), status {report.status}: {graded:.1f} s")
-    print(f"(b) - (a): {graded - executed:+.1f} s (the grader runs a notebook only up to its last exercise)")
+        seconds = time.perf_counter() - start
+        gradebook = grading.gradebook_path(out).read_text(encoding="utf-8").splitlines()
+    totals = sorted({line.rsplit(",", 1)[1] for line in gradebook[1:]})
+    print(f"{args.students} submissions of {args.notebook}, --jobs {args.jobs}: {seconds:.1f} s")
+    print(f"{seconds / args.students:.1f} s per submission; status {report.status}; totals {', '.join(totals)}")
 
 
 if __name__ == "__main__":

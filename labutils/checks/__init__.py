@@ -38,20 +38,19 @@ The contract (the grader, :mod:`labutils.instructor.grading`, relies on it):
   second output), so it is the last statement of its cell. Under nbgrader (``NBGRADER_EXECUTION`` set to
   ``autograde`` or ``validate``) it returns the points instead: nbgrader scores an "autograder tests" cell
   by the number the cell returns, and by its full points when it returns nothing.
-* Hidden tests sit in the check cell *before* the check call, registered with :func:`hidden_test`; the
-  check runs them after its own tests and their results join the same single output::
+* Hidden tests vary the inputs: each is declared in its notebook's module with :func:`hidden_test`, a
+  function that draws a case from a generator, and the one-sentence requirement it tests::
 
-      ### BEGIN HIDDEN TESTS
-      @checks.hidden_test("04_attention.masked_attention")
-      def fully_masked_row(masked_attention):
-          ...
-          assert torch.equal(weights[0, 1], torch.zeros(3)), "a query with no key left must get zero weights"
-      ### END HIDDEN TESTS
-      checks.masked_attention(masked_attention)
+      @hidden_test("04_attention.causal_mask", "a causal mask of any length hides exactly the keys after ...")
+      def any_length(generator) -> Case:
+          return Case((integer(generator, 2, 64),))
 
-  A hidden test receives the answer (switched-off functions and all) and passes when it returns; it fails
-  with its ``AssertionError`` message (another exception: its one-line message). It is named
-  ``"hidden: <function name>"`` in ``passed``/``failed``. The next check of that grade_id consumes it.
+  The grader (:mod:`labutils.instructor.grading`) draws the generators from a secret of its grading run,
+  runs the answer on them in the student's kernel and judges what comes back in its own process; a check in
+  a notebook runs them only under nbgrader. A hidden test is named ``"hidden test: <requirement>"`` in
+  ``passed``/``failed``, and its failure says nothing more. (The older form, ``@checks.hidden_test(grade_id)``
+  on ``fn(answer)`` in a check cell, is run by the next check of that grade_id in the kernel; ``labutils
+  grade`` never runs it.)
 * :data:`EXERCISES` maps each grade_id to its :class:`Exercise` (number, function name, points, forbidden).
 * ``with checks.capture() as results:`` collects :class:`CheckResult` objects instead of displaying them.
 """

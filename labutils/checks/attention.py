@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from labutils import attention as _attention
 from labutils.checks.compare import expect, fail, matches, pair
-from labutils.checks.core import Case, exercise, randn
+from labutils.checks.core import Case, exercise, hidden_test, integer, pick, randn
 
 #: What attention may not use: the package's attention, and PyTorch's.
 _ATTENTION_REPLACES = (
@@ -259,3 +259,42 @@ def split_heads(args: tuple, got) -> None:
         mistakes=_split_heads_mistakes(x, H),
         hint="head h holds features h*d_head … (h+1)*d_head - 1 of every position",
     )
+
+
+# ------------------------------------------------------------------------------------------------ hidden tests
+# Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
+
+
+def _sizes(generator) -> tuple[tuple[int, ...], int, int, int]:
+    """(the leading dimensions, Lq, Lk, d): a batch, with or without heads."""
+    front = tuple(integer(generator, 1, 3) for _ in range(integer(generator, 1, 2)))
+    return front, integer(generator, 1, 6), integer(generator, 1, 7), integer(generator, 1, 9)
+
+
+@hidden_test("04_attention.attention", "attention works for any sizes and keeps every leading dimension")
+def any_sizes(generator) -> Case:
+    front, Lq, Lk, d = _sizes(generator)
+    return Case(tuple(torch.randn(*front, L, d, generator=generator) for L in (Lq, Lk, Lk)))
+
+
+@hidden_test("04_attention.masked_attention", "a fully masked row must give zeros, not NaN, with any mask")
+def a_fully_masked_row(generator) -> Case:
+    front, Lq, Lk, d = _sizes(generator)
+    Q, K, V = (torch.randn(*front, L, d, generator=generator) for L in (Lq, Lk, Lk))
+    mask = torch.rand(*front, Lq, Lk, generator=generator) < 0.4
+    mask[(0,) * len(front) + (integer(generator, 0, Lq - 1),)] = True  # one query sees no key at all
+    return Case((Q, K, V, mask))
+
+
+@hidden_test(
+    "04_attention.causal_mask", "a causal mask of any length hides exactly the keys after each query"
+)
+def any_length(generator) -> Case:
+    return Case((integer(generator, 2, 64),))
+
+
+@hidden_test("04_attention.split_heads", "any number of heads, one included, gets its own block of features")
+def any_heads(generator) -> Case:
+    H, d_head = pick(generator, [1, integer(generator, 2, 6)]), integer(generator, 1, 5)
+    x = torch.randn(integer(generator, 1, 3), integer(generator, 1, 7), H * d_head, generator=generator)
+    return Case((x, H))

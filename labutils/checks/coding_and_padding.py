@@ -8,7 +8,7 @@ import torch
 
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, fresh
+from labutils.checks.core import Case, exercise, fresh, hidden_test, integer, pick
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
 #: The slide's example ``tan(hx)+sinh(gx)``, coded and delimited.
@@ -193,3 +193,42 @@ def make_batch(args: tuple, got) -> str:
         ],
     )
     return f"shape {tuple(codes.shape)}"
+
+
+# ------------------------------------------------------------------------------------------------ hidden tests
+# Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
+
+
+def _random_codes(generator, low: int, high: int) -> list[int]:
+    """<sos>, some tokens' codes, <eos>."""
+    n = integer(generator, low, high)
+    return [SOS_IDX, *(integer(generator, 3, len(SOURCE_VOCAB) - 1) for _ in range(n)), EOS_IDX]
+
+
+@hidden_test(
+    "02_coding_and_padding.encode", "any expression or series is coded with the vocabulary it is given"
+)
+def unseen_text(generator) -> Case:
+    import random
+
+    from labutils import data as _data
+
+    source, series = _data.pair_of(_data.draw(random.Random(integer(generator, 0, 2**31))))
+    text, vocab = pick(generator, [(source, SOURCE_VOCAB), (series, TARGET_VOCAB)])
+    return Case((text, dict(vocab.stoi)))
+
+
+@hidden_test(
+    "02_coding_and_padding.pad_codes", "any sequence is padded to the length asked, in the layout asked"
+)
+def any_length_and_layout(generator) -> Case:
+    codes = _random_codes(generator, 1, 12)
+    return Case((codes, len(codes) + integer(generator, 0, 6), pick(generator, ["lecture", "package"])))
+
+
+@hidden_test(
+    "02_coding_and_padding.make_batch",
+    "a batch of any sizes is padded to its longest sequence, with its mask",
+)
+def any_sizes(generator) -> Case:
+    return Case(([_random_codes(generator, 0, 10) for _ in range(integer(generator, 1, 4))],))

@@ -11,7 +11,7 @@ from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.coding_and_padding import SLIDE_CODES
 from labutils.checks.compare import expect
-from labutils.checks.core import Case, exercise, tiny_model
+from labutils.checks.core import Case, exercise, hidden_test, integer, tiny_model
 from labutils.tokens import SOURCE_VOCAB
 
 # ----------------------------------------------------------------------------------- 3.1 sinusoidal_encoding
@@ -213,3 +213,38 @@ def project_2d(args: tuple, got) -> str:
         ],
     )
     return "equal up to the sign of each axis"
+
+
+# ------------------------------------------------------------------------------------------------ hidden tests
+# Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
+
+
+@hidden_test(
+    "03_embedding.sinusoidal_encoding", "any number of positions and any even d_model give the encoding"
+)
+def any_size(generator) -> Case:
+    return Case((integer(generator, 1, 50), 2 * integer(generator, 1, 24)))
+
+
+@hidden_test(
+    "03_embedding.embed", "a batch of any size is looked up, scaled by √d_model and given its positions"
+)
+def any_batch(generator) -> Case:
+    d_model, vocabulary = 2 * integer(generator, 2, 8), integer(generator, 5, 20)
+    table, pe = (
+        torch.randn(vocabulary, d_model, generator=generator),
+        torch.randn(40, d_model, generator=generator),
+    )
+    codes = torch.randint(
+        0, vocabulary, (integer(generator, 1, 3), integer(generator, 1, 12)), generator=generator
+    )
+    return Case((codes, table, pe))
+
+
+@hidden_test(
+    "03_embedding.project_2d", "a cloud of points anywhere in space is projected onto its two main directions"
+)
+def a_cloud_anywhere(generator) -> Case:
+    n, d = integer(generator, 10, 40), integer(generator, 3, 8)
+    scales = torch.linspace(5.0, 0.1, d)
+    return Case((torch.randn(n, d, generator=generator) * scales + 20 * torch.randn(d, generator=generator),))

@@ -6,7 +6,7 @@ from collections import Counter
 
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect
-from labutils.checks.core import Case, exercise
+from labutils.checks.core import Case, exercise, hidden_test, integer, pick
 from labutils.tokens import SOURCE_VOCAB
 
 # ------------------------------------------------------------------------------------------ 1.1 split_tokens
@@ -197,3 +197,36 @@ _VOCABULARY_REPLACES = ("labutils.tokens.Vocabulary",)
 def build_vocabulary(args: tuple, got) -> None:
     (token_lists,) = args
     expect(got, _vocabulary(token_lists), "build_vocabulary", mistakes=_vocabulary_mistakes(token_lists))
+
+
+# ------------------------------------------------------------------------------------------------ hidden tests
+# Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
+
+
+def _random_pair(generator) -> tuple[str, str]:
+    """A (source, series) pair of the data set's family that no notebook shows."""
+    import random
+
+    from labutils import data as _data
+
+    return _data.pair_of(_data.draw(random.Random(integer(generator, 0, 2**31))))
+
+
+@hidden_test(
+    "01_tokenization.split_tokens", "an expression or series you have not seen splits into the same tokens"
+)
+def unseen_text(generator) -> Case:
+    return Case((pick(generator, list(_random_pair(generator))),))
+
+
+@hidden_test(
+    "01_tokenization.build_vocabulary", "the vocabulary does not depend on the order or repeats of the tokens"
+)
+def shuffled_and_repeated(generator) -> Case:
+    import random
+
+    tokens = list(SOURCE_VOCAB.itos[3:])
+    random.Random(integer(generator, 0, 2**31)).shuffle(tokens)
+    chosen = tokens[: integer(generator, 3, len(tokens))]
+    lists = [chosen[i::3] + chosen[: integer(generator, 0, 3)] for i in range(3)]
+    return Case((lists,))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, randn, tiny_model
+from labutils.checks.core import Case, exercise, hidden_test, integer, randn, tiny_model
 from labutils.tokens import PAD_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
 _POST_NORM_HINT = (
@@ -323,3 +323,58 @@ def teacher_forcing_loss(args: tuple, got) -> str:
         got = torch.tensor(got)
     expect(got, expected, "the loss", mistakes=_teacher_forcing_mistakes(model, src, tgt, spm, tpm))
     return f"{expected.item():.4f}"
+
+
+# ------------------------------------------------------------------------------------------------ hidden tests
+# Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
+
+
+def _padding(generator, B: int, L: int) -> torch.Tensor:
+    """(B, L): True at the last positions of some rows, never the whole row."""
+    lengths = [integer(generator, 1, L) for _ in range(B)]
+    return torch.arange(L)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+@hidden_test(
+    "05_transformer.encoder_layer_forward", "any padding mask is respected: real tokens never see <pad>"
+)
+def any_padding(generator) -> Case:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(integer(generator, 0, 2**31))
+        layer = _distinct_norms(
+            _model.EncoderLayer(16, 4, 32, dropout=0.0).eval(), seed=integer(generator, 0, 99)
+        )
+    B, L = integer(generator, 1, 3), integer(generator, 2, 8)
+    return Case((layer, torch.randn(B, L, 16, generator=generator), _padding(generator, B, L)))
+
+
+@hidden_test(
+    "05_transformer.decoder_layer_forward",
+    "for any sizes and masks, later target tokens never change earlier outputs",
+)
+def any_sizes_and_masks(generator) -> Case:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(integer(generator, 0, 2**31))
+        layer = _distinct_norms(
+            _model.DecoderLayer(16, 4, 32, dropout=0.0).eval(), seed=integer(generator, 0, 99)
+        )
+    B, Lt, Ls = integer(generator, 1, 3), integer(generator, 2, 7), integer(generator, 2, 8)
+    x, memory = torch.randn(B, Lt, 16, generator=generator), torch.randn(B, Ls, 16, generator=generator)
+    return Case((layer, x, memory, _padding(generator, B, Ls), _padding(generator, B, Lt)))
+
+
+@hidden_test("05_transformer.teacher_forcing_loss", "<pad> positions never count in the loss, for any batch")
+def any_batch(generator) -> Case:
+    import random
+
+    from labutils import data as _data
+
+    rng, pairs, n = random.Random(integer(generator, 0, 2**31)), [], integer(generator, 1, 3)
+    while len(pairs) < n:
+        source, series = _data.pair_of(_data.draw(rng))
+        if len(_tokens.tokenize(series)) < 60:  # the small model's max_tgt_len is 64
+            pairs.append((source, series))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(integer(generator, 0, 2**31))
+        model = tiny_model()
+    return Case((model, *_batch_of(pairs)))

@@ -11,7 +11,7 @@ from labutils import decode as _decode
 from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, tiny_model
+from labutils.checks.core import Case, exercise, hidden_test, integer, pick, tiny_model
 from labutils.checks.transformer import PAIRS
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
@@ -194,3 +194,30 @@ def series_log_probability(args: tuple, got) -> str:
         too = "high" if got > expected else "low"
         fail(f"got {shown}, which is too {too}" + (f". Hint: {hint}" if hint else ""))
     return f"{expected:.3f}"
+
+
+# ------------------------------------------------------------------------------------------------ hidden tests
+# Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
+
+
+@hidden_test(
+    "06_translation.greedy_translate", "decoding stops at <eos> or after max_len tokens, whatever the model"
+)
+def any_model_and_limit(generator) -> Case:
+    model = _steering_model(integer(generator, 0, 2**31), pick(generator, [0.0, 0.5, 1.0]))
+    return Case((model, integer(generator, 1, 16)), call=_translate_each_source)
+
+
+@hidden_test(
+    "06_translation.series_log_probability", "any series gets its log-probability, a float of at most 0"
+)
+def any_pair(generator) -> Case:
+    import random
+
+    from labutils import data as _data
+
+    rng = random.Random(integer(generator, 0, 2**31))
+    source, series = _data.pair_of(_data.draw(rng))
+    while len(_tokens.tokenize(series)) >= 60:  # the small model's max_tgt_len is 64
+        source, series = _data.pair_of(_data.draw(rng))
+    return Case((_steering_model(integer(generator, 0, 2**31), 0.0), source, series))

@@ -34,6 +34,7 @@ from pathlib import Path
 from labutils.checks import guard
 from labutils.checks.core import CheckResult, Exercise, all_cases, judge_returned
 from labutils.instructor import calling
+from labutils.instructor.calling import NOT_THE_PACKAGE, PACKAGE
 from labutils.instructor.gradebook import (
     COLUMNS,
     ERROR,
@@ -72,7 +73,7 @@ __all__ = [
     "COLUMNS", "TOTAL_COLUMNS", "GRADED", "INCOMPLETE", "FAILED", "ERROR", "GradingError", "SubmissionError",
     "Limits", "Source", "Result", "Report", "Ledger", "load_sources", "read_notebook", "identify",
     "make_plan", "grade_submission", "grade", "totals_path", "gradebook_path", "feedback_names",
-    "class_summary", "kill_all_kernels", "compile_student_pattern", "where", "score",
+    "class_summary", "kill_all_kernels", "PACKAGE", "NOT_THE_PACKAGE", "compile_student_pattern", "where", "score",
 ]  # fmt: skip
 
 
