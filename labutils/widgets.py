@@ -358,10 +358,12 @@ class AttentionExplorer(w.VBox):
         head = self.head.value if head is None else head
         attention = prediction.attention
         lq, lk = attention[kind][layer].shape[-2:]
+        # tokens across and down, as plotting draws them: cross-attention in landscape when lq > lk
+        across, down = (lq, lk) if kind == "cross" and lq > lk else (lk, lq)
         rows = {"predicted_tokens": _predicted(prediction)} if kind in ("decoder", "cross") else {}
         if head == ALL_HEADS:
             n_heads = attention[kind][layer].shape[1]
-            panel = (_clip(0.16 * lk, 1.8, 4.5), _clip(0.16 * lq, 1.8, 5.0))
+            panel = (_clip(0.16 * across, 1.8, 4.5), _clip(0.16 * down, 1.8, 5.0))
 
             def size_of(ncols: int) -> tuple[float, float]:
                 return ncols * panel[0] + 3.2, math.ceil(n_heads / ncols) * panel[1] + 2.4
@@ -383,7 +385,7 @@ class AttentionExplorer(w.VBox):
                 attention, kind=kind, layers=layer, axes=axes.flat[:n_heads], title=title, **rows
             )
         else:
-            size = (_clip(0.3 * lk, 3.0, 8.0) + 2.8, _clip(0.3 * lq, 2.5, 9.0) + 2.0)
+            size = (_clip(0.3 * across, 3.0, 8.0) + 2.8, _clip(0.3 * down, 2.5, 9.0) + 2.0)
             figure = Figure(figsize=size, layout="constrained")
             plot_attention(attention, kind=kind, layer=layer, head=head, ax=figure.subplots(), **rows)
         return figure

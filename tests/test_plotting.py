@@ -101,6 +101,24 @@ def test_decoder_rows_say_what_they_read_and_what_they_predict(kind):
     assert "read → token predicted" in grid.get_supylabel()
 
 
+def test_a_grids_mask_legend_overlaps_no_text():
+    n = len(TARGET)
+    w = softmax_rows(np.random.default_rng(1), (4, n, n), causal=True)
+    fig = plot_attention_grid(w, TARGET, TARGET, kind="decoder", layers=0)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["future key (causal)"]
+    box = legend.get_window_extent(renderer)
+    texts = [fig._supxlabel, fig._supylabel, fig._suptitle] + [
+        label for ax in fig.axes for label in (*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title)
+    ]
+    overlapping = [
+        t.get_text() for t in texts if t.get_text() and box.overlaps(t.get_window_extent(renderer))
+    ]
+    assert overlapping == []
+
+
 def test_cross_attention_in_landscape_puts_reads_and_predicts_along_x():
     w = softmax_rows(np.random.default_rng(1), (len(TARGET), 4))
     ax = plot_attention(w, TARGET, SOURCE[:4], kind="cross", head=None).axes[0]

@@ -185,6 +185,15 @@ def test_decoder_maps_label_each_row_with_what_it_reads_and_predicts(explorer, m
         assert _row_labels(explorer.draw(kind=kind, layer=1, head=head)) == expected, (kind, head)
 
 
+def test_cross_attention_of_a_long_series_is_drawn_on_a_landscape_figure(explorer):
+    show(explorer, expression=LECTURE, decoding="greedy")  # 25 rows of the series, 17 tokens of the source
+    figure = explorer.draw(kind="cross", layer=1, head=0)
+    ax = figure.axes[0]
+    assert ax.get_xlabel().startswith("query")  # the series along x
+    width, height = figure.get_size_inches()
+    assert width > height
+
+
 def test_an_unexpected_error_is_shown_not_lost_in_a_thread(explorer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -238,17 +238,23 @@ def plot_attention_grid(
         fig.supylabel(ylabel, fontsize=canvas.pt(9))
         fig.supxlabel(xlabel, fontsize=canvas.pt(9))
     fig.colorbar(image, ax=used, label="attention weight", extend=_extend(shown, 0.0, top), shrink=0.9)
-    present = sorted(set(np.unique(np.stack(all_codes))) - {0})
-    if present:
-        fig.legend(
-            handles=_mask_handles(present), loc="outside lower center", ncols=len(present), frameon=False
-        )
     if title is None:
         layer_names = {layer for layer, _ in rows}
         title = KINDS[kind][0] + (
             f", layer {rows[0][0] + 1}" if len(rows) == 1 and None not in layer_names else ""
         )
     fig.suptitle(title)
+    present = sorted(set(np.unique(np.stack(all_codes))) - {0})
+    if present:  # in the row of the axis name, at its right end ("outside" legends overlap that name)
+        fig.legend(
+            handles=_mask_handles(present),
+            loc="lower right",
+            bbox_to_anchor=(1, 0),
+            ncols=len(present),
+            frameon=False,
+            fontsize=canvas.pt(9),
+            borderaxespad=0.1,
+        )
     return canvas.finish(canvas.root_figure(fig), save_path)
 
 
