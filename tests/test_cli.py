@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from labutils import metrics
 from labutils.model import ModelConfig, Seq2SeqTransformer, save_weights
 
 
@@ -276,6 +277,21 @@ def test_evaluate_by_category_prints_each_categorys_accuracy(checkpoint, tmp_pat
     rows = json.loads(result.stdout)["categories"]
     assert {r["category"] for r in rows} == {"terms", "operator", "symbols", "series", "coefficients",
                                              "target length"}  # fmt: skip
+
+
+def test_evaluate_json_by_category_is_the_table_the_package_ships(checkpoint, tmp_path):
+    """labutils/weights/categories.json is this command's output, read back by metrics.shipped_categories."""
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("sin(a*x)\ta*x-a**3*x**3/6+a**5*x**5/120+O(x**6)\nexp(2*x)*cos(b*x)\t1+2*x+O(x**6)\n")
+    result = run("evaluate", "--checkpoint", checkpoint, "--split", pairs, "--by", "category", "--json",
+                 "--workers", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table_file = tmp_path / "categories.json"
+    table_file.write_text(result.stdout)
+    table = metrics.shipped_categories(table_file)
+    assert (table.split, table.decoding, table.n) == (str(pairs), "greedy", 2)
+    assert {(row.category, row.value, row.n) for row in table.rows} >= {("terms", "one term", 1),
+                                                                       ("terms", "two terms", 1)}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -188,8 +188,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     low, high = accuracy.equivalent_interval
     rows = metrics.by_category(sources, truths, verdicts) if args.by == "category" else None
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
     if args.json:
         result = {
+            "split": args.split,
+            "decoding": decoding,
             "n": accuracy.n,
             "exact": accuracy.exact / max(accuracy.n, 1),
             "equivalent": accuracy.equivalent / max(accuracy.n, 1),
@@ -208,7 +211,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ]  # fmt: skip
         print(json.dumps(result))
         return 0
-    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
     print(f"{args.split}: {accuracy.n} pairs, {decoding} decoding")
     print(accuracy)
     if any_ok is not None:
