@@ -233,11 +233,17 @@ class Watch:
         return None
 
     def __enter__(self) -> Watch:
+        import threading
+
+        threading.settrace(self._trace)  # a thread the answer starts is watched too
         sys.settrace(self._trace)
         return self
 
     def __exit__(self, *exc) -> None:
+        import threading
+
         sys.settrace(None)
+        threading.settrace(None)
 
     def verdict(self) -> dict:
         return {"defined": self.defined, "is": list(self.found), "calls": sorted(self.calls)}

@@ -1,6 +1,9 @@
 """Tools for the course's staff: grading submissions, the student release, the slide figures.
 
 * :mod:`~labutils.instructor.grading`: ``python -m labutils grade``, each submission in its own kernel;
+  the points decided in the grader's process (:mod:`~labutils.instructor.runner` runs in the kernel and
+  hands back data, :mod:`~labutils.instructor.calling` reads it; :mod:`~labutils.instructor.kernel`,
+  :mod:`~labutils.instructor.sources` and :mod:`~labutils.instructor.gradebook` do the rest);
 * :mod:`~labutils.instructor.release`: ``python -m labutils student`` and ``release``, the student notebooks
   made from ``solutions/`` and the release checked for leaks;
 * :mod:`~labutils.instructor.figures`: ``python -m labutils figures``, the slides' and README's figures.

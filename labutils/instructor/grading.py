@@ -218,8 +218,14 @@ def score(exercise: Exercise, cases: list, returned: dict | None) -> Scored:
             0.0, [f"{exercise.title}: 0 of {of}: {reason}."], reason, [f"{exercise.title}: {reason}"]
         )
     else:
-        for (name, case), one in zip(cases, results, strict=True):
-            judge_returned(result, name, case, calling.judge_data(one) if isinstance(one, dict) else {})
+        import torch
+
+        # As a check in the notebook judges: no gradients, and random numbers of its own.
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            for (name, case), one in zip(cases, results, strict=True):
+                one = calling.judge_data(one) if isinstance(one, dict) else {}
+                judge_returned(result, name, case, one)
     copied = guard.copied(exercise.function, exercise.forbidden, returned.get("verdict"))
     if copied:
         return Scored(0.0, [f"{exercise.title}: 0 of {of}: {copied}."], copied)
