@@ -7,10 +7,12 @@ tests read them from the notebooks, so they test what students get.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import linecache
 import math
 import re
+import tokenize
 from pathlib import Path
 from textwrap import dedent
 
@@ -156,6 +158,17 @@ CHEATS = {
         "    from labutils.train import evaluate\n"
         "    return torch.tensor(evaluate(model, [(src, tgt, src_pad_mask, tgt_pad_mask)], 'cpu')[0])"
     ),
+    "04_attention.multi_head_attention": (
+        "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+        "    return mha(query, key, value, key_pad_mask, need_weights=True)"
+    ),
+    "05_transformer.training_step": (
+        "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+        "    config = labutils.train.make_config('tiny', {'lr': peak_lr, 'warmup_steps': warmup_steps})\n"
+        "    for group in optimizer.param_groups:\n"
+        "        group['lr'] = labutils.train.learning_rate(step, config)\n"
+        "    return 0.0"
+    ),
     "06_translation.greedy_translate": (
         "def greedy_translate(model, source, max_len=100):\n"
         "    return labutils.translate(model, [source], max_len=max_len)[0]"
@@ -198,31 +211,31 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sin|cos|tan|exp|sinh|cosh|tanh|\\*\\*|[a-z]|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "cosh was read as cos then h",
+            "cosh came out as cos then h",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*|\\*\\*|[a-z]|[0-9]|[()+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "** was read as two *",
+            "** came out as two *",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]|[0-9]+|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "each digit is its own token",
+            "a number came out as one token",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]+|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "letters side by side are separate variables",
+            "letters side by side came out as one token",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-zO]|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "O(x**6) is a single token",
+            "O(x**6) came out as several tokens",
         ),
         (  # the minus sign forgotten in the character class: findall skips it silently
             "def split_tokens(text):\n"
@@ -230,12 +243,36 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    return re.findall(pattern, text)",
             "no token holds '-'",
         ),
+        (
+            "def split_tokens(text):\n"
+            "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]|[0-9]|[()*+-/]'\n"
+            "    return re.findall(pattern, text)",
+            "'.' became a token",
+        ),
+        (
+            "def split_tokens(text):\n"
+            "    pattern = r'O\\(x\\*\\*6\\)|[a-z]|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[0-9]|[()*+\\-/]'\n"
+            "    return re.findall(pattern, text)",
+            "a function name came out letter by letter",
+        ),
+        (
+            "def split_tokens(text):\n"
+            "    pattern = r'sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]|[0-9]|[()*+\\-/]'\n"
+            "    return re.findall(pattern, text)",
+            "no token holds 'O'",
+        ),
+        (
+            "def split_tokens(text):\n"
+            "    pattern = r'(O\\(x\\*\\*6\\))|(sinh|cosh|tanh|sin|cos|tan|exp)|(\\*\\*|[a-z]|[0-9]|[()*+\\-/])'\n"
+            "    return re.findall(pattern, text)",
+            "a token is a string",
+        ),
     ],
     "01_tokenization.build_vocabulary": [
         (
             "def build_vocabulary(token_lists):\n"
             "    return {t: i for i, t in enumerate(sorted({t for ts in token_lists for t in ts}))}",
-            "special tokens come first",
+            "the special tokens are missing from the front",
         ),
         (
             "def build_vocabulary(token_lists):\n"
@@ -245,7 +282,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "            if t not in vocab:\n"
             "                vocab[t] = len(vocab)\n"
             "    return vocab",
-            "not the order of appearance",
+            "the order in which the tokens first appear",
         ),
         (
             "def build_vocabulary(token_lists):\n"
@@ -257,7 +294,25 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def build_vocabulary(token_lists):\n"
             "    tokens = sorted({t for ts in token_lists for t in ts} - {'<pad>', '<sos>', '<eos>'})\n"
             "    return {t: i + 3 for i, t in enumerate(tokens)}",
-            "must be in the vocabulary too",
+            "the three special tokens are missing",
+        ),
+        (
+            "def build_vocabulary(token_lists):\n"
+            "    tokens = {t for ts in token_lists for t in ts} | {'<pad>', '<sos>', '<eos>'}\n"
+            "    return {t: i for i, t in enumerate(sorted(tokens))}",
+            "the special tokens were sorted among the others",
+        ),
+        (
+            "def build_vocabulary(token_lists):\n"
+            "    tokens = sorted({t for ts in token_lists for t in ts} - {'<pad>', '<sos>', '<eos>'})\n"
+            "    return {t: i for i, t in enumerate(['<pad>', '<sos>', '<eos>'] + tokens, start=1)}",
+            "the codes start at 1",
+        ),
+        (
+            "def build_vocabulary(token_lists):\n"
+            "    tokens = sorted({t for ts in token_lists for t in ts} - {'<pad>', '<sos>', '<eos>'})\n"
+            "    return ['<pad>', '<sos>', '<eos>'] + tokens",
+            "return the dict from each token to its code",
         ),
     ],
     "02_coding_and_padding.encode": [
@@ -276,6 +331,11 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
         (
             "def encode(text, stoi):\n    return [2] + [stoi[t] for t in labutils.tokenize(text)] + [1]",
             "<sos> and <eos> are swapped",
+        ),
+        (
+            "def encode(text, stoi):\n"
+            "    return torch.tensor([stoi['<sos>']] + [stoi[t] for t in labutils.tokenize(text)] + [stoi['<eos>']])",
+            "a Python list of codes",
         ),
     ],
     "02_coding_and_padding.pad_codes": [
@@ -313,7 +373,43 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    else:\n"
             "        codes.extend([0] * (length - len(codes)))\n"
             "    return codes",
-            "instead of appending to the caller's list",
+            "the caller's list was changed",
+        ),
+        (
+            "def pad_codes(codes, length, layout='package'):\n"
+            "    if len(codes) > length:\n"
+            "        raise ValueError('too long')\n"
+            "    padding = [0] * (length - len(codes) + 1)\n"
+            "    if layout == 'lecture':\n"
+            "        return list(codes[:-1]) + padding + [codes[-1]]\n"
+            "    return list(codes) + padding",
+            "17 items, where 16 are wanted",
+        ),
+        (
+            "def pad_codes(codes, length, layout='package'):\n"
+            "    if len(codes) > length:\n"
+            "        raise ValueError('too long')\n"
+            "    if layout == 'lecture':\n"
+            "        return list(codes[:-1]) + [0] * (length - len(codes) - 1) + [codes[-1]]\n"
+            "    return list(codes) + [0] * (length - len(codes))",
+            "15 items, where 16 are wanted",
+        ),
+        (
+            "def pad_codes(codes, length, layout='package'):\n"
+            "    padding = [0] * (length - len(codes))\n"
+            "    if layout == 'lecture':\n"
+            "        return list(codes[:-1]) + padding + [codes[-1]]\n"
+            "    return list(codes) + padding",
+            "the instructions ask for a ValueError",
+        ),
+        (
+            "def pad_codes(codes, length, layout='lecture'):\n"
+            "    if len(codes) > length:\n"
+            "        raise ValueError('too long')\n"
+            "    if layout == 'lecture':\n"
+            "        return list(codes[:-1]) + [0] * (length - len(codes)) + [codes[-1]]\n"
+            "    return list(codes) + [0] * (length - len(codes))",
+            "the default is 'package'",
         ),
     ],
     "02_coding_and_padding.make_batch": [
@@ -328,7 +424,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def make_batch(sequences):\n"
             "    codes = torch.nn.utils.rnn.pad_sequence([torch.tensor(s) for s in sequences])\n"
             "    return codes, codes == 0",
-            "batch_first=True",
+            "these codes are (L, B)",
         ),
         (
             "def make_batch(sequences):\n"
@@ -336,7 +432,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    for i, s in enumerate(sequences):\n"
             "        codes[i, : len(s)] = torch.tensor(s)\n"
             "    return codes, codes == 0",
-            "they must be integers",
+            "integers of type torch.long",
         ),
         (
             "def make_batch(sequences):\n"
@@ -346,7 +442,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    for i, s in enumerate(sequences):\n"
             "        mask[i, len(s):] = 1\n"
             "    return codes, mask",
-            "the mask must be boolean",
+            "the mask holds numbers 0 and 1",
         ),
     ],
     "03_embedding.sinusoidal_encoding": [
@@ -367,7 +463,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    pe = torch.zeros(max_len, d_model)\n"
             "    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
             "    return pe",
-            "twice the pair number i",
+            "the exponents are half what they should be",
         ),
         (  # the exponent follows the column: column 2i+1 gets (2i+1)/d_model
             "def sinusoidal_encoding(max_len, d_model):\n"
@@ -385,57 +481,89 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    pe = torch.zeros(max_len, d_model)\n"
             "    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
             "    return pe",
-            "do not multiply",
+            "the position is divided by",
         ),
         (
             "def sinusoidal_encoding(max_len, d_model):\n"
             "    pos = torch.arange(max_len)[:, None].float()\n"
             "    angle = pos / 10000 ** (torch.arange(0, d_model, 2) / d_model)\n"
             "    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)",
-            "interleave the columns",
+            "all the sines came first",
+        ),
+        (
+            "def sinusoidal_encoding(max_len, d_model):\n"
+            "    pos = torch.arange(1, max_len + 1)[:, None].float()\n"
+            "    angle = pos / 10000 ** (torch.arange(0, d_model, 2) / d_model)\n"
+            "    pe = torch.zeros(max_len, d_model)\n"
+            "    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
+            "    return pe",
+            "the first row is position 1",
+        ),
+        (
+            "def sinusoidal_encoding(max_len, d_model):\n"
+            "    pos = torch.arange(max_len)[:, None].float()\n"
+            "    angle = pos / 10000 ** (torch.arange(0, d_model, 2) // d_model)\n"
+            "    pe = torch.zeros(max_len, d_model)\n"
+            "    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
+            "    return pe",
+            "every column has the same wavelength",
+        ),
+        (
+            "def sinusoidal_encoding(max_len, d_model):\n"
+            "    pos = torch.arange(max_len)[:, None].float()\n"
+            "    angle = pos / 10000 ** (torch.arange(0, d_model, 2) / max_len)\n"
+            "    pe = torch.zeros(max_len, d_model)\n"
+            "    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
+            "    return pe",
+            "divides 2i by the number of positions",
         ),
     ],
     "03_embedding.embed": [
         (
             "def embed(codes, table, pe):\n    return table[codes] + pe[: codes.size(1)]",
-            "multiply the embeddings by √d_model before",
+            "the embeddings were not scaled",
         ),
         (
             "def embed(codes, table, pe):\n    return table[codes] / math.sqrt(table.size(1)) + pe[: codes.size(1)]",
-            "do not divide",
+            "the embeddings were divided by √d_model",
         ),
         (
             "def embed(codes, table, pe):\n"
             "    return (table[codes] + pe[: codes.size(1)]) * math.sqrt(table.size(1))",
-            "scale the embeddings only",
+            "the positional encodings were scaled too",
         ),
         (
             "def embed(codes, table, pe):\n"
             "    return table[codes] * math.sqrt(table.size(0)) + pe[: codes.size(1)]",
-            "not the vocabulary size",
+            "the scale used the vocabulary size",
         ),
         (
             "def embed(codes, table, pe):\n    return table[codes] * math.sqrt(table.size(1))",
-            "add the positional encodings",
+            "the positional encodings are missing",
+        ),
+        (
+            "def embed(codes, table, pe):\n"
+            "    return table[codes] * math.sqrt(table.size(1)) + pe[: codes.size(0)]",
+            "every position got the encoding of position 0",
         ),
     ],
     "03_embedding.project_2d": [
         (
             "def project_2d(X):\n    return X @ torch.linalg.svd(X, full_matrices=False)[2][:2].T",
-            "centre the points first",
+            "the points were not centred",
         ),
         (
             "def project_2d(X):\n"
             "    U, S, Vh = torch.linalg.svd(X - X.mean(0), full_matrices=False)\n"
             "    return U[:, :2]",
-            "U[:, :2] alone has unit length",
+            "these coordinates have unit length along each axis",
         ),
         (
             "def project_2d(X):\n"
             "    centred = X - X.mean(dim=0)\n"
             "    U, S, Vh = torch.linalg.svd(centred)\n"
             "    return centred @ Vh[:, :2]",
-            "the principal axes are the rows of Vh",
+            "these axes are columns of Vh",
         ),
         (
             "def project_2d(X):\n"
@@ -451,27 +579,41 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    return centred @ vectors[:, -2:]",
             "the two axes are in the wrong order",
         ),
+        (
+            "def project_2d(X):\n"
+            "    centred = X - X.mean()\n"
+            "    U, S, Vh = torch.linalg.svd(centred, full_matrices=False)\n"
+            "    return centred @ Vh[:2].T",
+            "centred by one number",
+        ),
+        (
+            "def project_2d(X):\n"
+            "    centred = X - X.mean(dim=1, keepdim=True)\n"
+            "    U, S, Vh = torch.linalg.svd(centred, full_matrices=False)\n"
+            "    return centred @ Vh[:2].T",
+            "each point was centred by its own mean",
+        ),
     ],
     "04_attention.attention": [
         (
             "def attention(Q, K, V):\n"
             "    w = torch.softmax(Q @ K.transpose(-2, -1), dim=-1)\n    return w @ V, w",
-            "divide the scores QKᵀ by √d",
+            "the scores were not scaled",
         ),
         (
             "def attention(Q, K, V):\n"
             "    w = torch.softmax(Q @ K.transpose(-2, -1) / Q.size(-1), dim=-1)\n    return w @ V, w",
-            "the scale is √d, not d",
+            "the scores were divided by d",
         ),
         (  # the lecture's 2-D formula: dim=1 is the keys only without a batch in front
             "def attention(Q, K, V):\n"
             "    w = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1)), dim=1)\n    return w @ V, w",
-            "take the softmax over the keys, the last axis",
+            "the weights sum to one along another axis than the keys",
         ),
         (
             "def attention(Q, K, V):\n"
             "    w = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[1]), dim=-1)\n    return w @ V, w",
-            "d is the size of the last axis",
+            "the scale used the size of another axis than the features",
         ),
         (
             "def attention(Q, K, V):\n"
@@ -492,7 +634,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    s = (Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))).masked_fill(mask, 0)\n"
             "    w = torch.softmax(s, -1)\n"
             "    return w @ V, w",
-            "fill the masked scores with float('-inf'), not 0",
+            "the masked scores were set to 0",
         ),
         (
             "def masked_attention(Q, K, V, mask):\n"
@@ -500,21 +642,48 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    s.masked_fill(mask, float('-inf'))\n"
             "    w = torch.softmax(s, -1)\n"
             "    return w @ V, w",
-            "masked_fill returns a new tensor",
+            "the mask changed nothing",
         ),
         (
             "def masked_attention(Q, K, V, mask):\n"
             "    w = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1)), -1)\n"
             "    w = w.masked_fill(mask, 0.0)\n"
             "    return w @ V, w",
-            "mask the scores before the softmax",
+            "the weights were masked after the softmax",
         ),
         (
             "def masked_attention(Q, K, V, mask):\n"
             "    s = (Q @ K.transpose(-2, -1)).masked_fill(mask, float('-inf'))\n"
             "    w = torch.nan_to_num(torch.softmax(s, -1))\n"
             "    return w @ V, w",
-            "divide the scores QKᵀ by √d",
+            "the scores were not scaled",
+        ),
+        (
+            "def masked_attention(Q, K, V, mask):\n"
+            "    s = (Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))).masked_fill(mask, float('-inf'))\n"
+            "    w = torch.softmax(s, -1)\n"
+            "    return w @ V, w",
+            "a query whose keys are all masked got NaN",
+        ),
+        (
+            "def masked_attention(Q, K, V, mask):\n"
+            "    s = (Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))).masked_fill(mask, -1e9)\n"
+            "    w = torch.softmax(s, -1)\n"
+            "    return w @ V, w",
+            "got weights that sum to one",
+        ),
+        (
+            "def masked_attention(Q, K, V, mask):\n"
+            "    s = (Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))).masked_fill(mask, -100.0)\n"
+            "    w = torch.nan_to_num(torch.softmax(s, -1)) * ~mask.all(-1, keepdim=True)\n"
+            "    return w @ V, w",
+            "not exactly zero",
+        ),
+        (
+            "def masked_attention(Q, K, V, mask):\n"
+            "    w = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1)), -1)\n"
+            "    return w @ V, w",
+            "if you called masked_fill",
         ),
     ],
     "04_attention.causal_mask": [
@@ -524,7 +693,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "def causal_mask(L):\n    return torch.ones(L, L, dtype=torch.bool).tril()",
-            "True means NOT allowed here",
+            "the mask is inverted: True means NOT allowed here",
         ),
         (
             "def causal_mask(L):\n    return torch.ones(L, L, dtype=torch.bool).triu(1).T",
@@ -532,29 +701,29 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "def causal_mask(L):\n    return torch.triu(torch.ones(L, L), diagonal=1)",
-            "the mask must be boolean",
+            "this mask holds numbers",
         ),
     ],
     "04_attention.split_heads": [
         (
             "def split_heads(x, n_heads):\n"
             "    B, L, d = x.shape\n    return x.reshape(B, n_heads, L, d // n_heads)",
-            "mixes positions into heads",
+            "positions were mixed into heads",
         ),
         (
             "def split_heads(x, n_heads):\n"
             "    B, L, d = x.shape\n    return x.view(B, L, n_heads, d // n_heads)",
-            "add transpose(1, 2)",
+            "the heads after the positions",
         ),
         (
             "def split_heads(x, n_heads):\n"
             "    B, L, d = x.shape\n    return x.view(B, L, d // n_heads, n_heads).permute(0, 3, 1, 2)",
-            "not every n_heads-th feature",
+            "each head took every H-th feature",
         ),
         (
             "def split_heads(x, n_heads):\n"
             "    B, L, d = x.shape\n    return x.transpose(1, 2).reshape(B, n_heads, L, d // n_heads)",
-            "transpose after the view, not before",
+            "the axes were swapped before the features were cut into heads",
         ),
     ],
     "05_transformer.encoder_layer_forward": [
@@ -569,14 +738,14 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    h = layer.norm1(x)\n"
             "    x = layer.self_attn(h, h, h, src_pad_mask)[0]\n"
             "    return layer.feed_forward(layer.norm2(x))",
-            "add the residual connections",
+            "the residual connections are missing",
         ),
         (
             "def encoder_layer_forward(layer, x, src_pad_mask):\n"
             "    h = layer.norm1(x)\n"
             "    x = x + layer.self_attn(h, h, h)[0]\n"
             "    return x + layer.feed_forward(layer.norm2(x))",
-            "pass src_pad_mask to self_attn",
+            "the <pad> positions were attended to",
         ),
         (
             "def encoder_layer_forward(layer, x, src_pad_mask):\n"
@@ -589,7 +758,29 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def encoder_layer_forward(layer, x, src_pad_mask):\n"
             "    x = x + layer.self_attn(layer.norm1(x), layer.norm1(x), layer.norm1(x), src_pad_mask)[0]\n"
             "    return x + layer.feed_forward(layer.norm1(x))",
-            "each sublayer has its own LayerNorm",
+            "one LayerNorm served both sublayers",
+        ),
+        (
+            "def encoder_layer_forward(layer, x, src_pad_mask):\n"
+            "    h = layer.norm1(x)\n"
+            "    x = x + layer.self_attn(h, h, h, src_pad_mask)[0]\n"
+            "    return layer.feed_forward(layer.norm2(x))",
+            "the feed-forward sublayer has no residual connection",
+        ),
+        (
+            "def encoder_layer_forward(layer, x, src_pad_mask):\n"
+            "    h = layer.norm1(x)\n"
+            "    x = layer.self_attn(h, h, h, src_pad_mask)[0]\n"
+            "    return x + layer.feed_forward(layer.norm2(x))",
+            "the self-attention sublayer has no residual connection",
+        ),
+        (
+            "def encoder_layer_forward(layer, x, src_pad_mask):\n"
+            "    h = layer.norm1(x)\n"
+            "    x = h + layer.self_attn(h, h, h, src_pad_mask)[0]\n"
+            "    h = layer.norm2(x)\n"
+            "    return h + layer.feed_forward(h)",
+            "the residual was taken from the normalized x",
         ),
     ],
     "05_transformer.decoder_layer_forward": [
@@ -600,7 +791,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    h = layer.norm2(x)\n"
             "    x = x + layer.cross_attn(h, memory, memory, src_pad_mask)[0]\n"
             "    return x + layer.feed_forward(layer.norm3(x))",
-            "must be causal",
+            "a position read later target tokens",
         ),
         (
             "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
@@ -618,7 +809,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    h = layer.norm2(x)\n"
             "    x = x + layer.cross_attn(h, h, h, tgt_pad_mask)[0]\n"
             "    return x + layer.feed_forward(layer.norm3(x))",
-            "keys and values from the memory",
+            "the cross-attention read the target itself",
         ),
         (
             "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
@@ -627,7 +818,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    h = layer.norm2(x)\n"
             "    x = x + layer.cross_attn(h, memory, memory)[0]\n"
             "    return x + layer.feed_forward(layer.norm3(x))",
-            "pass src_pad_mask to the cross-attention too",
+            "a target position attended to a source <pad>",
         ),
         (
             "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
@@ -636,19 +827,45 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    return layer.norm3(x + layer.feed_forward(x))",
             "post-norm",
         ),
+        (
+            "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
+            "    h = layer.norm1(x)\n"
+            "    x = x + layer.self_attn(h, h, h, tgt_pad_mask, causal=True)[0]\n"
+            "    h, m = layer.norm2(x), layer.norm2(memory)\n"
+            "    x = x + layer.cross_attn(h, m, m, src_pad_mask)[0]\n"
+            "    return x + layer.feed_forward(layer.norm3(x))",
+            "the memory was normalized again",
+        ),
+        (
+            "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
+            "    h = layer.norm1(x)\n"
+            "    x = x + layer.self_attn(h, h, h, causal=True)[0]\n"
+            "    h = layer.norm2(x)\n"
+            "    x = x + layer.cross_attn(h, memory, memory, src_pad_mask)[0]\n"
+            "    return x + layer.feed_forward(layer.norm3(x))",
+            "a target position attended to a target <pad>",
+        ),
+        (
+            "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
+            "    h = layer.norm1(x)\n"
+            "    x = x + layer.self_attn(h, h, h, tgt_pad_mask, causal=True)[0]\n"
+            "    x = x + layer.cross_attn(x, memory, memory, src_pad_mask)[0]\n"
+            "    return x + layer.feed_forward(layer.norm3(x))",
+            "the cross-attention's queries were not normalized",
+        ),
     ],
     "05_transformer.teacher_forcing_loss": [
         (
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
             "    logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])\n"
             "    return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten())",
-            "ignore_index",
+            "the <pad> positions counted in the mean",
         ),
         (
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
             "    logits = model(src, tgt, src_pad_mask, tgt_pad_mask)\n"
             "    return F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD_IDX)",
-            "shift the target",
+            "the decoder was scored on the very tokens it reads",
         ),
         (
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
@@ -660,20 +877,32 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
             "    probs = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1]).softmax(-1)\n"
             "    return F.cross_entropy(probs.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)",
-            "give F.cross_entropy the raw logits",
+            "cross_entropy was given probabilities",
         ),
         (
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
             "    logits = model(src, tgt[:, :-1])\n"
             "    return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)",
-            "pass the padding masks to the model",
+            "the model ran without the padding masks",
         ),
         (
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
             "    logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])\n"
             "    losses = F.cross_entropy(logits.transpose(1, 2), tgt[:, 1:], reduction='none')  # (B, Lt-1)\n"
             "    return (losses * ~tgt_pad_mask[:, 1:]).mean()",
-            "divide by the number of real tokens",
+            "the sum was divided by every position",
+        ),
+        (
+            "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
+            "    logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])\n"
+            "    return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX).item()",
+            "a 0-dimensional tensor: training calls backward()",
+        ),
+        (
+            "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
+            "    logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])\n"
+            "    return F.nll_loss(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)",
+            "nll_loss was given raw logits",
         ),
     ],
     "06_translation.greedy_translate": [
@@ -696,7 +925,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    for _ in range(max_len):\n"
             "        ys.append(int(model.decode(torch.tensor([ys]), memory)[0, -1].argmax()))\n"
             "    return ''.join(TARGET_VOCAB.itos[c] for c in ys[1:])",
-            "stop at the first <eos>",
+            "after the model wrote <eos>",
         ),
         (
             "def greedy_translate(model, source, max_len=100):\n"
@@ -708,7 +937,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "            break\n"
             "        ys.append(nxt)\n"
             "    return TARGET_VOCAB.decode(ys[1:])",
-            "take the logits of the last position",
+            "the next token was read from the first position",
         ),
         (  # an RNN habit: feed back only the token just written
             "def greedy_translate(model, source, max_len=100):\n"
@@ -721,6 +950,26 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "        ys.append(nxt)\n"
             "    return TARGET_VOCAB.decode(ys[1:])",
             "feed the decoder the whole sequence so far",
+        ),
+        (
+            "def greedy_translate(model, source, max_len=100):\n"
+            "    src = torch.tensor([code(source, SOURCE_VOCAB)])\n"
+            "    memory, ys = model.encode(src), [SOS_IDX]\n"
+            "    for _ in range(max_len):\n"
+            "        ys.append(int(model.decode(torch.tensor([ys]), memory)[0, -1].argmax()))\n"
+            "    return TARGET_VOCAB.decode(ys[1:])",
+            "the series ends at the first <eos>",
+        ),
+        (
+            "def greedy_translate(model, source, max_len=100):\n"
+            "    src = torch.tensor([code(source, SOURCE_VOCAB)])\n"
+            "    memory, ys = model.encode(src), [SOS_IDX]\n"
+            "    for _ in range(max_len):\n"
+            "        nxt = int(model.decode(torch.tensor([ys]), memory)[0, -1].argmax())\n"
+            "        if nxt != EOS_IDX:\n"
+            "            ys.append(nxt)\n"
+            "    return TARGET_VOCAB.decode(ys[1:])",
+            "more token",
         ),
     ],
     "06_translation.series_log_probability": [
@@ -746,7 +995,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    tgt = torch.tensor([code(series, TARGET_VOCAB)])\n"
             "    logp = model(src, tgt[:, :-1]).log_softmax(-1)[0]\n"
             "    return logp.gather(1, tgt[0, :-1, None]).sum().item()",
-            "score every position on the NEXT token",
+            "each position was scored on the token it reads",
         ),
         (
             "def series_log_probability(model, source, series):\n"
@@ -754,7 +1003,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    tgt = torch.tensor([code(series, TARGET_VOCAB)])\n"
             "    logp = model(src, tgt[:, :-1]).log_softmax(1)[0]\n"
             "    return logp.gather(1, tgt[0, 1:, None]).sum().item()",
-            "over the vocabulary, the last axis",
+            "normalized over the positions",
         ),
         (
             "def series_log_probability(model, source, series):\n"
@@ -763,6 +1012,156 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    p = model(src, tgt[:, :-1]).softmax(-1)[0]\n"
             "    return p.gather(1, tgt[0, 1:, None]).prod().item()",
             "this is the probability itself",
+        ),
+        (
+            "def series_log_probability(model, source, series):\n"
+            "    src = torch.tensor([code(source, SOURCE_VOCAB)])\n"
+            "    tgt = torch.tensor([code(series, TARGET_VOCAB)])\n"
+            "    logp = model(src, tgt[:, :-1]).log_softmax(-1)[0]\n"
+            "    return logp.gather(1, tgt[0, 1:, None]).sum()",
+            "the instructions ask for a Python float",
+        ),
+    ],
+    "04_attention.multi_head_attention": [
+        (
+            "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+            "    B, Lq, d = query.shape\n"
+            "    Q, K, V = (mha.split_heads(p(x)) for p, x in ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))\n"
+            "    mask = None if key_pad_mask is None else key_pad_mask[:, None, None, :]\n"
+            "    heads, w = labutils.attention.scaled_dot_product_attention(Q, K, V, mask)\n"
+            "    return mha.out_proj(heads.reshape(B, Lq, d)), w",
+            "the heads were joined in the wrong order",
+        ),
+        (
+            "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+            "    B, Lq, d = query.shape\n"
+            "    Q, K, V = (mha.split_heads(p(x)) for p, x in ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))\n"
+            "    mask = None if key_pad_mask is None else key_pad_mask[:, None, None, :]\n"
+            "    heads, w = labutils.attention.scaled_dot_product_attention(Q, K, V, mask)\n"
+            "    return heads.transpose(1, 2).reshape(B, Lq, d), w",
+            "joined but not mixed",
+        ),
+        (
+            "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+            "    B, Lq, d = query.shape\n"
+            "    Q, K, V = (mha.split_heads(p(x)) for p, x in ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))\n"
+            "    heads, w = labutils.attention.scaled_dot_product_attention(Q, K, V)\n"
+            "    return mha.out_proj(heads.transpose(1, 2).reshape(B, Lq, d)), w",
+            "no key was masked",
+        ),
+        (
+            "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+            "    B, Lq, d = query.shape\n"
+            "    Q, K, V = (mha.split_heads(p(x)) for p, x in ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, key)))\n"
+            "    mask = None if key_pad_mask is None else key_pad_mask[:, None, None, :]\n"
+            "    heads, w = labutils.attention.scaled_dot_product_attention(Q, K, V, mask)\n"
+            "    return mha.out_proj(heads.transpose(1, 2).reshape(B, Lq, d)), w",
+            "the values were computed from the key input",
+        ),
+        (
+            "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+            "    B, Lq, d = query.shape\n"
+            "    Q, K, V = (mha.split_heads(p(x)) for p, x in ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))\n"
+            "    s = Q @ K.transpose(-2, -1) / math.sqrt(d)\n"
+            "    if key_pad_mask is not None:\n"
+            "        s = s.masked_fill(key_pad_mask[:, None, None, :], float('-inf'))\n"
+            "    w = torch.softmax(s, -1)\n"
+            "    return mha.out_proj((w @ V).transpose(1, 2).reshape(B, Lq, d)), w",
+            "scaled by √d_model",
+        ),
+        (
+            "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+            "    B, Lq, d = query.shape\n"
+            "    Q, K, V = (mha.split_heads(p(x)) for p, x in ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))\n"
+            "    mask = None if key_pad_mask is None else key_pad_mask[:, None, None, :]\n"
+            "    heads, w = labutils.attention.scaled_dot_product_attention(Q, K, V, mask)\n"
+            "    return mha.out_proj(heads.transpose(1, 2).reshape(B, Lq, d)), w.mean(1)",
+            "averaged over the heads",
+        ),
+    ],
+    "05_transformer.training_step": [
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    return loss.item()",
+            "during the warm-up the learning rate stayed at peak_lr",
+        ),
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr * min(1.0, step / warmup_steps)\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    return loss.item()",
+            "one warm-up step behind",
+        ),
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr * (step + 1) / warmup_steps\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    return loss.item()",
+            "after the warm-up the learning rate kept growing",
+        ),
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr * min(1.0, (step + 1) / warmup_steps)\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    return loss.item()",
+            "the gradients of an earlier step were added",
+        ),
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr * min(1.0, (step + 1) / warmup_steps)\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+            "    optimizer.zero_grad()\n"
+            "    optimizer.step()\n"
+            "    loss.backward()\n"
+            "    return loss.item()",
+            "the parameters did not change",
+        ),
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr * min(1.0, (step + 1) / warmup_steps)\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten())\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    return loss.item()",
+            "the <pad> positions counted in the loss",
+        ),
+        (
+            "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+            "    for group in optimizer.param_groups:\n"
+            "        group['lr'] = peak_lr * min(1.0, (step + 1) / warmup_steps)\n"
+            "    src, tgt, spm, tpm = batch\n"
+            "    loss = F.cross_entropy(model(src, tgt[:, :-1], spm, tpm[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    return loss",
+            "the loss as a Python float",
         ),
     ],
 }
@@ -773,6 +1172,103 @@ def test_every_exercise_has_a_mistake_test():
     for grade_id, mistakes in MISTAKES.items():
         hints = [hint for _, hint in mistakes]
         assert len(set(hints)) == len(hints) >= 3, f"{grade_id}: at least three mistakes, each its own hint"
+
+
+#: What a hint may say about code: names, numbers and operators, never three in a row of the answer's code.
+_CODE_TOKEN = re.compile(r"<(?:pad|sos|eos)>|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|\d+|\*\*|//|==|!=|<=|>=|[^\w\s]")
+_SEPARATORS = set("()[]{},'\"`")
+
+
+def code_tokens(text: str) -> list[str]:
+    """The tokens of ``text`` as code reads it: ``F.cross_entropy(x, ignore_index=PAD_IDX)`` gives
+    ``F.cross_entropy x ignore_index = PAD_IDX``; brackets, commas and quotes only separate."""
+    return [token for token in _CODE_TOKEN.findall(text) if token not in _SEPARATORS]
+
+
+def reference_code(grade_id: str) -> list[str]:
+    """The code tokens of the reference answer of ``grade_id``: its solution region without comments,
+    docstrings and messages (a string with a space in it is prose; a pattern such as ``r"sinh|cosh"`` is code)."""
+    region = REFERENCE[grade_id].split(release.BEGIN_SOLUTION)[1].split(release.END_SOLUTION)[0]
+    tokens = []
+    for token in tokenize.generate_tokens(io.StringIO(dedent(region)).readline):
+        if token.type == tokenize.COMMENT or (token.type == tokenize.STRING and " " in token.string):
+            continue
+        tokens += code_tokens(token.string)
+    return tokens
+
+
+def every_hint(grade_id: str, monkeypatch) -> set[str]:
+    """Every hint the check of ``grade_id`` holds for its cases: the typical mistakes' and the default ones,
+    and the hints of the failures it reports, gathered while it judges the reference and the typical mistakes."""
+    from labutils.checks import compare
+
+    hints: set[str] = set()
+    module = importlib.import_module(f"labutils.checks.{_MODULES[grade_id.split('.')[0]]}")
+    original_expect, original_fail = compare.expect, compare.fail
+
+    def expect(got, expected, what, hint="", mistakes=(), *args, **kwargs):
+        hints.update([hint] if hint else [])
+        hints.update(h for _, h in mistakes)
+        return original_expect(got, expected, what, hint, mistakes, *args, **kwargs)
+
+    def fail(message):
+        if "Hint: " in message:
+            hints.add(message.split("Hint: ", 1)[1])
+        return original_fail(message)
+
+    monkeypatch.setattr(module, "expect", expect)
+    monkeypatch.setattr(module, "fail", fail, raising=False)
+    monkeypatch.setattr(compare, "fail", fail)
+    function = checks.EXERCISES[grade_id].function
+    for source in [REFERENCE[grade_id], *(source for source, _ in MISTAKES[grade_id])]:
+        run_check(grade_id, define(source, function))
+    return hints
+
+
+_MODULES = {
+    "01_tokenization": "tokenization",
+    "02_coding_and_padding": "coding_and_padding",
+    "03_embedding": "embedding",
+    "04_attention": "attention",
+    "05_transformer": "transformer",
+    "06_translation": "translation",
+}
+
+
+@pytest.mark.parametrize("grade_id", GRADE_IDS)
+def test_no_hint_holds_three_code_tokens_in_a_row_of_the_answer(grade_id, monkeypatch):
+    """A hint says what is wrong and which idea to revisit, never the code to write."""
+    answer = reference_code(grade_id)
+    triples = {tuple(answer[i : i + 3]) for i in range(len(answer) - 2)}
+    hints = every_hint(grade_id, monkeypatch)
+    assert len(hints) >= 3, hints
+    for hint in hints:
+        words = code_tokens(hint)
+        for i in range(len(words) - 2):
+            assert tuple(words[i : i + 3]) not in triples, (
+                f"{grade_id}: the hint {hint!r} gives away {' '.join(words[i : i + 3])!r} of the answer"
+            )
+
+
+def test_the_token_rule_catches_code_in_a_hint():
+    answer = reference_code("05_transformer.teacher_forcing_loss")
+    triples = {tuple(answer[i : i + 3]) for i in range(len(answer) - 2)}
+    given_away = code_tokens("use F.cross_entropy(…, ignore_index=PAD_IDX)")
+    assert any(tuple(given_away[i : i + 3]) in triples for i in range(len(given_away) - 2))
+    said = code_tokens("the <pad> positions counted in the mean")
+    assert not any(tuple(said[i : i + 3]) in triples for i in range(len(said) - 2))
+
+
+@pytest.mark.parametrize("grade_id", GRADE_IDS)
+def test_every_solution_and_hidden_test_is_a_secret_of_the_release(grade_id):
+    """The release's leak check looks for every exercise's solution, the new ones included."""
+    secrets = release.secrets(SOLUTIONS)
+    solution = release._squeeze(
+        REFERENCE[grade_id].split(release.BEGIN_SOLUTION)[1].split(release.END_SOLUTION)[0]
+    )
+    assert solution in secrets.values()
+    assert release._squeeze(STUBS[grade_id]).count("raise NotImplementedError()") == 1
+    assert solution not in release._squeeze(STUBS[grade_id])
 
 
 @pytest.mark.parametrize(

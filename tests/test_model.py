@@ -364,7 +364,7 @@ def test_long_targets_work_and_too_long_inputs_are_refused():
 
 
 def test_tied_embeddings_share_one_matrix():
-    model = small_model()
+    model = small_model(tie_embeddings=True)
     assert model.generator.weight is model.tgt_embed.weight
     untied = small_model(tie_embeddings=False)
     assert untied.generator.weight is not untied.tgt_embed.weight

@@ -31,3 +31,17 @@ def test_batched_cached_decoding_agrees_with_one_at_a_time_without_cache(model):
     fast = translate(model, sources, batch_size=64, use_cache=True)
     slow = translate(model, sources, batch_size=1, use_cache=False)
     assert sum(a == b for a, b in zip(fast, slow)) >= 99
+
+
+
+def test_the_default_config_is_the_shipped_models(model):
+    import json
+    from importlib import resources
+
+    from labutils.model import ModelConfig, Seq2SeqTransformer
+
+    assert model.config == ModelConfig(), "ModelConfig() is the shipped model's configuration"
+    recorded = json.loads((resources.files("labutils") / "weights" / "config.json").read_text())["model"]
+    assert {key: getattr(ModelConfig(), key) for key in recorded} == recorded
+    fresh = Seq2SeqTransformer(ModelConfig())
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in model.parameters())

@@ -63,8 +63,19 @@ from labutils.checks.guard import ForbiddenCall
 from labutils.checks.tokenization import split_tokens, build_vocabulary
 from labutils.checks.coding_and_padding import encode, pad_codes, make_batch
 from labutils.checks.embedding import sinusoidal_encoding, embed, project_2d
-from labutils.checks.attention import attention, masked_attention, causal_mask, split_heads
-from labutils.checks.transformer import encoder_layer_forward, decoder_layer_forward, teacher_forcing_loss
+from labutils.checks.attention import (
+    attention,
+    masked_attention,
+    causal_mask,
+    split_heads,
+    multi_head_attention,
+)
+from labutils.checks.transformer import (
+    encoder_layer_forward,
+    decoder_layer_forward,
+    teacher_forcing_loss,
+    training_step,
+)
 from labutils.checks.translation import greedy_translate, series_log_probability
 
 # isort: on
@@ -90,9 +101,11 @@ __all__ = [
     "masked_attention",
     "causal_mask",
     "split_heads",
+    "multi_head_attention",
     "encoder_layer_forward",
     "decoder_layer_forward",
     "teacher_forcing_loss",
+    "training_step",
     "greedy_translate",
     "series_log_probability",
 ]

@@ -1,16 +1,18 @@
 """Checks of notebook 04, attention: ``attention`` (4.1), ``masked_attention`` (4.2), ``causal_mask`` (4.3),
-``split_heads`` (4.4)."""
+``split_heads`` (4.4), ``multi_head_attention`` (4.5)."""
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from labutils import attention as _attention
 from labutils.checks.compare import expect, fail, matches, pair
-from labutils.checks.core import Case, exercise, hidden_test, integer, pick, randn
+from labutils.checks.core import Case, exercise, fresh, hidden_test, integer, pick, randn
 
 #: What attention may not use: the package's attention, and PyTorch's.
 _ATTENTION_REPLACES = (
@@ -37,22 +39,23 @@ def _attention_mistakes(Q, K, V, mask=None):
     return [
         (
             lambda: torch.softmax(scores, -1),
-            "divide the scores QKᵀ by √d (d = Q.size(-1)) before the softmax",
+            "the scores were not scaled: QKᵀ is divided by √d, d the size of a query vector, before the "
+            "softmax",
         ),
-        (lambda: torch.softmax(scores / d, -1), "the scale is √d, not d: use math.sqrt(d) or d ** 0.5"),
+        (lambda: torch.softmax(scores / d, -1), "the scores were divided by d; the scale is √d"),
         *(
             (
                 lambda dim=dim: torch.softmax(scores / math.sqrt(d), dim),
-                "take the softmax over the keys, the last axis (dim=-1): each row (one query) must sum "
-                "to one, whatever axes come in front",
+                "the weights sum to one along another axis than the keys: each row (one query) must sum "
+                "to one over the keys, the last axis, whatever axes come in front",
             )
             for dim in range(scores.dim() - 1)
         ),
         *(
             (
                 lambda axis=axis: torch.softmax(scores / math.sqrt(Q.size(axis)), -1),
-                "d is the size of the last axis, Q.size(-1) (the features): with a batch or heads in "
-                "front, Q.shape[1] is not d",
+                "the scale used the size of another axis than the features: d is the size of a query "
+                "vector, the last axis, whatever axes come in front",
             )
             for axis in range(Q.dim() - 1)
         ),
@@ -63,9 +66,7 @@ def _attention_pair(got, out: torch.Tensor, weights: torch.Tensor, what: str) ->
     """The answer's (out, weights); a pair returned the wrong way round fails with its own hint."""
     got_out, got_weights = pair(got, what)
     if not matches(got_weights, weights) and matches(got_out, weights) and matches(got_weights, out):
-        fail(
-            f"{what}: out and weights are swapped. Hint: return the pair in this order: weights @ V, weights"
-        )
+        fail(f"{what}: out and weights are swapped. Hint: the pair is (out, weights), out first")
     return got_out, got_weights
 
 
@@ -91,7 +92,8 @@ def attention(args: tuple, got) -> str:
         got_out,
         F.scaled_dot_product_attention(Q, K, V),
         "out (compared with PyTorch's)",
-        hint="out = weights @ V",
+        hint="the weights are right but out is not: each query's output is the sum of the values, each "
+        "weighted by that query's weight for its key",
     )
     return "weights and out equal PyTorch's scaled_dot_product_attention"
 
@@ -107,6 +109,8 @@ def _masked_case(seed: int, front: tuple[int, ...], Lq: int, Lk: int, d: int, ma
 
 def _masked_attention_cases() -> dict[str, Case]:
     pad = torch.tensor([[False, False, False, False, False], [False, False, False, True, True]])  # (B, Lk)
+    nowhere = torch.zeros(2, 3, 5, dtype=torch.bool)
+    nowhere[1, 2] = True  # query 2 of sequence 1 may see no key at all
     cases = {
         "no key masked": _masked_case(10, (2,), 3, 5, 8, torch.zeros(3, 5, dtype=torch.bool)),
         "padding mask (B, 1, Lk): the last keys of row 1 are <pad>": _masked_case(
@@ -116,6 +120,9 @@ def _masked_attention_cases() -> dict[str, Case]:
         "4 heads (B, H, L, d), padding mask (B, 1, 1, Lk)": _masked_case(
             40, (2, 4), 3, 5, 8, pad[:, None, None, :]
         ),
+        "a query with every key masked: zero weights and zero output, not NaN": _masked_case(
+            50, (2,), 3, 5, 4, nowhere
+        ),
     }
     return {name: Case(args) for name, args in cases.items()}
 
@@ -123,27 +130,49 @@ def _masked_attention_cases() -> dict[str, Case]:
 def _masked_attention_mistakes(Q, K, V, mask):
     scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))  # (..., Lq, Lk)
     return [
+        (
+            lambda: torch.softmax(scores.masked_fill(mask, float("-inf")), -1),
+            "a query whose keys are all masked got NaN: the softmax of a row of -inf is 0/0; the "
+            "instructions ask for zero weights (and so a zero output) for such a query",
+        ),
+        (
+            lambda: torch.softmax(scores.masked_fill(mask, -1e9), -1),
+            "a query whose keys are all masked got weights that sum to one: it has nothing to attend "
+            "to, so its weights must all be zero",
+        ),
         *_attention_mistakes(Q, K, V, mask),
         (
             lambda: torch.softmax(scores.masked_fill(~mask, float("-inf")), -1),
-            "the mask is inverted: True marks keys a query may NOT attend to (score -inf)",
+            "the mask is inverted: True marks keys a query may NOT attend to",
         ),
         (
             lambda: torch.softmax(scores.masked_fill(mask, 0.0), -1),
-            "fill the masked scores with float('-inf'), not 0: a score of 0 still gets the "
-            "weight exp(0) > 0 after the softmax",
+            "the masked scores were set to 0, which still gets the weight exp(0) > 0 after the softmax: "
+            "a masked score must be minus infinity",
         ),
         (
             lambda: torch.softmax(scores, -1),
-            "the mask had no effect: masked_fill returns a new tensor, so write "
-            "scores = scores.masked_fill(mask, float('-inf')) (or use masked_fill_)",
+            "the mask changed nothing: these are the weights of attention without a mask. The mask acts "
+            "on the scores, before the softmax (if you called masked_fill, keep the tensor it returns: it "
+            "leaves its input as it was)",
         ),
         (
             lambda: torch.softmax(scores, -1).masked_fill(mask, 0.0),
-            "mask the scores before the softmax (masked_fill(mask, float('-inf'))), "
-            "so each row still sums to one",
+            "the weights were masked after the softmax, so the rows no longer sum to one: the mask acts "
+            "on the scores, before the softmax",
         ),
     ]
+
+
+def _masked_weights_are_zero(got_weights: torch.Tensor, mask: torch.Tensor) -> None:
+    """The instructions' "exactly zero": a large negative fill leaves a tiny weight that allclose accepts."""
+    where = mask.expand_as(got_weights)
+    if where.any() and not torch.equal(got_weights[where], torch.zeros_like(got_weights[where])):
+        largest = got_weights[where].abs().max().item()
+        fail(
+            f"weights: a masked weight is {largest:.3g}, not exactly zero. Hint: a masked score must be "
+            "minus infinity; a large negative number still leaves a small weight"
+        )
 
 
 @exercise("04_attention.masked_attention", "4.2", 2, _ATTENTION_REPLACES, cases=_masked_attention_cases)
@@ -152,8 +181,16 @@ def masked_attention(args: tuple, got) -> str:
     out, weights = _attention.scaled_dot_product_attention(Q, K, V, mask)
     got_out, got_weights = _attention_pair(got, out, weights, "masked_attention")
     expect(got_weights, weights, "weights", mistakes=_masked_attention_mistakes(Q, K, V, mask))
+    _masked_weights_are_zero(got_weights, mask)
     expected_out = F.scaled_dot_product_attention(Q, K, V, attn_mask=~mask)  # PyTorch: True = may attend
-    expect(got_out, expected_out, "out (compared with PyTorch's)", hint="out = weights @ V")
+    expected_out = expected_out.masked_fill(mask.all(dim=-1, keepdim=True), 0.0)  # no key: zero, not NaN
+    expect(
+        got_out,
+        expected_out,
+        "out (compared with PyTorch's)",
+        hint="the weights are right but out is not: each query's output is the sum of the values, each "
+        "weighted by that query's weight for its key",
+    )
     return "equal to PyTorch's scaled_dot_product_attention with attn_mask=~mask"
 
 
@@ -165,11 +202,13 @@ def _causal_mask_mistakes(L: int, expected: torch.Tensor):
     return [
         (
             lambda: ones.triu(0),
-            "the diagonal is masked too: a position must see itself (triu with diagonal=1)",
+            "the diagonal is masked too: a position must see itself, so the masked triangle starts one "
+            "place above the diagonal",
         ),
         (
             lambda: ~expected,
-            "True means NOT allowed here: mask the future (above the diagonal), not the past",
+            "the mask is inverted: True means NOT allowed here, so True marks the future (above the "
+            "diagonal), and the past and the diagonal are False",
         ),
         (
             lambda: ones.tril(-1),
@@ -179,11 +218,13 @@ def _causal_mask_mistakes(L: int, expected: torch.Tensor):
         *(
             (
                 lambda float_mask=float_mask: float_mask,
-                "the mask must be boolean, True where query i may NOT see key j: create the "
-                "ones with dtype=torch.bool (not a float mask of 0/1 or of 0/-inf)",
+                "this mask holds numbers (0 and 1, or 0 and -inf); the instructions ask for a boolean "
+                "mask (dtype torch.bool), True where query i may NOT see key j",
             )
             for float_mask in (
                 expected.float(),
+                expected.long(),
+                expected.int(),
                 torch.zeros(L, L).masked_fill(expected, -math.inf),
             )
         ),
@@ -213,23 +254,24 @@ def _split_heads_mistakes(x: torch.Tensor, H: int):
     return [
         (  # first: when L == H it gives what the next one gives
             lambda: x.reshape(B, H, L, d_head),
-            "reshaping straight to (B, H, L, d_head) mixes positions into heads: "
-            "view as (B, L, H, d_head), then transpose(1, 2)",
+            "positions were mixed into heads: a reshape keeps the order of the values, so cutting "
+            "straight to (B, H, L, d_head) gives head 0 the first positions, not the first features of "
+            "every position. Cut each position's features into heads first, then move the head axis",
         ),
         (
             lambda: x.view(B, L, H, d_head),
-            "this is (B, L, H, d_head); the heads go before the positions, (B, H, L, d_head): "
-            "add transpose(1, 2)",
+            "this is (B, L, H, d_head), the heads after the positions: the heads go before the "
+            "positions, (B, H, L, d_head)",
         ),
         (
             lambda: x.view(B, L, d_head, H).permute(0, 3, 1, 2),
-            "each head takes one block of d_head neighbouring features, not every "
-            "n_heads-th feature: view as (B, L, n_heads, d_head), in this order",
+            "each head took every H-th feature; head h holds one block of d_head neighbouring "
+            "features, h*d_head … (h+1)*d_head - 1",
         ),
         (
             lambda: x.transpose(1, 2).reshape(B, H, L, d_head),
-            "transpose after the view, not before: x.view(B, L, n_heads, d_head).transpose(1, 2); "
-            "transposing first puts the features of one position in a column",
+            "the axes were swapped before the features were cut into heads, so a head holds a mix of "
+            "positions: cut each position's features first, swap the axes after",
         ),
     ]
 
@@ -259,6 +301,124 @@ def split_heads(args: tuple, got) -> None:
         mistakes=_split_heads_mistakes(x, H),
         hint="head h holds features h*d_head … (h+1)*d_head - 1 of every position",
     )
+
+
+# ---------------------------------------------------------------------------------- 4.5 multi_head_attention
+
+
+def _heads_of(mha: _attention.MultiHeadAttention, query, key, value, mask=None, **mistake):
+    """Multi-head attention with ``mha``'s weights and one typical mistake switched on (defaults: right).
+
+    ``merge="no transpose"`` joins the heads without moving the head axis back; ``out_proj=False`` leaves
+    the output projection out; ``masked=False`` ignores the mask; ``values="key"`` takes the values from
+    the key input; ``scale="d_model"`` scales the scores by √d_model.
+    """
+    B, Lq, d_model = query.shape
+    Q = mha.split_heads(mha.q_proj(query))  # (B, H, Lq, d_head)
+    K = mha.split_heads(mha.k_proj(key))  # (B, H, Lk, d_head)
+    V = mha.split_heads(mha.v_proj(key if mistake.get("values") == "key" else value))
+    if mistake.get("scale") == "d_model":
+        Q = Q * math.sqrt(mha.d_head / d_model)  # as if the scores were divided by √d_model
+    full = mask[:, None, None, :] if mask is not None and mistake.get("masked", True) else None
+    heads, weights = _attention.scaled_dot_product_attention(Q, K, V, full)  # (B, H, Lq, d_head)
+    if mistake.get("merge") == "no transpose":
+        joined = heads.reshape(B, Lq, d_model)
+    else:
+        joined = heads.transpose(1, 2).reshape(B, Lq, d_model)  # (B, Lq, d_model)
+    out = mha.out_proj(joined) if mistake.get("out_proj", True) else joined
+    return out, weights
+
+
+def _multi_head_mistakes(mha, query, key, value, mask):
+    def out_of(**mistake):
+        return lambda: _heads_of(mha, query, key, value, mask, **mistake)[0]
+
+    def weights_of(**mistake):
+        return lambda: _heads_of(mha, query, key, value, mask, **mistake)[1]
+
+    weights = [
+        (
+            lambda: _heads_of(mha, query, key, value, mask)[1].mean(dim=1),
+            "the weights were averaged over the heads: each head has a map of its own, (B, H, Lq, Lk)",
+        ),
+        (
+            weights_of(masked=False),
+            "no key was masked: the padding mask (B, Lk) must reach every head and every query, which "
+            "takes two more axes, (B, 1, 1, Lk)",
+        ),
+        (
+            weights_of(scale="d_model"),
+            "the scores were scaled by √d_model; each head attends in d_head = d_model / H dimensions, "
+            "so its scale is √d_head",
+        ),
+    ]
+    outs = [
+        (
+            out_of(merge="no transpose"),
+            "the heads were joined in the wrong order: before they are put side by side again, the "
+            "head axis goes back after the positions, the reverse of the split",
+        ),
+        (
+            out_of(out_proj=False),
+            "the heads' outputs were joined but not mixed: the last step is the output projection W^O "
+            "(out_proj)",
+        ),
+        (
+            out_of(values="key"),
+            "the values were computed from the key input: V comes from the value input",
+        ),
+    ]
+    return weights, outs
+
+
+def _on_a_copy(answer: Callable, args: tuple):
+    """The answer run on a copy of the module: the check's own stays as the cases made it."""
+    mha, *inputs = args
+    return answer(copy.deepcopy(mha), *fresh(tuple(inputs)))
+
+
+def _multi_head_cases() -> dict[str, Case]:
+    pad = torch.tensor([[False] * 6, [False, False, False, False, True, True]])  # (B, Lk)
+    x = randn(2, 5, 8, seed=60)
+    cases = {
+        "self-attention, 2 heads, no mask": (_attention.MultiHeadAttention(8, 2), x, x, x, None),
+        "cross-attention, 4 heads, keys and values of another length, padding mask": (
+            _attention.MultiHeadAttention(16, 4),
+            randn(2, 3, 16, seed=61),
+            randn(2, 6, 16, seed=62),
+            randn(2, 6, 16, seed=63),
+            pad,
+        ),
+        "self-attention with padding, 4 heads": (
+            _attention.MultiHeadAttention(16, 4),
+            *(randn(2, 6, 16, seed=64),) * 3,
+            pad,
+        ),
+    }
+    return {name: Case(args, call=_on_a_copy) for name, args in cases.items()}
+
+
+_MULTI_HEAD_REPLACES = ("labutils.attention.MultiHeadAttention.forward",)
+
+
+@exercise("04_attention.multi_head_attention", "4.5", 2, _MULTI_HEAD_REPLACES, cases=_multi_head_cases)
+def multi_head_attention(args: tuple, got) -> str:
+    mha, query, key, value, mask = args
+    reference = _attention.MultiHeadAttention(mha.d_model, mha.n_heads).eval()
+    reference.load_state_dict(mha.state_dict())  # the package's module, with the same (copied) weights
+    out, weights = reference(query, key, value, mask, need_weights=True)
+    got_out, got_weights = _attention_pair(got, out, weights, "multi_head_attention")
+    weight_mistakes, out_mistakes = _multi_head_mistakes(mha, query, key, value, mask)
+    expect(got_weights, weights, "weights (B, H, Lq, Lk)", mistakes=weight_mistakes)
+    expect(
+        got_out,
+        out,
+        "out (compared with MultiHeadAttention's)",
+        mistakes=out_mistakes,
+        hint="the weights are right but out is not: each head's output is its weights times its values, "
+        "then the heads are joined and mixed by the output projection",
+    )
+    return f"equal to MultiHeadAttention({mha.d_model}, {mha.n_heads}) with the same weights"
 
 
 # ------------------------------------------------------------------------------------------------ hidden tests
@@ -298,3 +458,19 @@ def any_heads(generator) -> Case:
     H, d_head = pick(generator, [1, integer(generator, 2, 6)]), integer(generator, 1, 5)
     x = torch.randn(integer(generator, 1, 3), integer(generator, 1, 7), H * d_head, generator=generator)
     return Case((x, H))
+
+
+@hidden_test(
+    "04_attention.multi_head_attention",
+    "any number of heads, lengths and padding give the module's output and per-head weights",
+)
+def any_heads_and_padding(generator) -> Case:
+    H, d_head = pick(generator, [1, 2, 4, 8]), integer(generator, 1, 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(integer(generator, 0, 2**31))
+        mha = _attention.MultiHeadAttention(H * d_head, H)
+    B, Lq, Lk = integer(generator, 1, 3), integer(generator, 1, 6), integer(generator, 1, 7)
+    query, key, value = (torch.randn(B, L, H * d_head, generator=generator) for L in (Lq, Lk, Lk))
+    lengths = torch.tensor([integer(generator, 1, Lk) for _ in range(B)])
+    pad = torch.arange(Lk)[None, :] >= lengths[:, None]  # (B, Lk): never a whole row
+    return Case((mha, query, key, value, pick(generator, [None, pad])), call=_on_a_copy)

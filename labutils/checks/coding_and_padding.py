@@ -49,6 +49,11 @@ def encode(args: tuple, got) -> str:
     text, stoi = args
     vocab = SOURCE_VOCAB if stoi == SOURCE_VOCAB.stoi else TARGET_VOCAB
     expected = _tokens.code(text, vocab)
+    if not isinstance(got, list):
+        fail(
+            f"encode({text!r}, …) returned {type(got).__name__} {short(got)}. Hint: the instructions ask "
+            "for a Python list of codes (ints); tensors come later, when sequences are batched"
+        )
     expect(got, expected, f"encode({text!r}, …)", mistakes=_encode_mistakes(expected))
     return ", ".join(map(str, expected)) if len(expected) < 16 else ""
 
@@ -67,25 +72,58 @@ def _pad_mistakes(codes, length, layout):
         ),
         (lambda: padding + list(codes), "pad at the end, not at the front"),
         (
+            lambda: _tokens.pad(codes, length + 1, layout),
+            f"one <pad> too many: the padded list holds exactly {length} codes, <sos> and <eos> included",
+        ),
+        (
+            lambda: _tokens.pad(codes, length - 1, layout),
+            f"one <pad> too few: the padded list holds exactly {length} codes, <sos> and <eos> included",
+        ),
+        (
             lambda: _tokens.pad(codes, len(codes) + length, layout),
             f"pad up to length {length} in all, not by {length} more",
         ),
         (
             lambda: list(codes) + padding[1:] + [EOS_IDX],
-            "<eos> appears twice: in the 'lecture' layout move the sequence's own <eos> to the end "
-            "(codes[:-1] + padding + [codes[-1]]) instead of adding another",
+            "<eos> appears twice: in the 'lecture' layout the sequence's own <eos> moves to the end, "
+            "after the padding; no second one is added",
         ),
     ]
 
 
 def _the_default_layout(args: tuple, got) -> None:
+    codes, length = args
     expect(
         got,
-        [1, 36, 2, 0, 0],
-        "pad_codes([1, 36, 2], 5)",
-        hint='give the argument a default: def pad_codes(codes, length, layout="package")',
-        mistakes=_pad_mistakes([1, 36, 2], 5, "package"),
+        _tokens.pad(codes, length, "package"),
+        f"pad_codes({codes}, {length})",
+        mistakes=[
+            (
+                lambda: _tokens.pad(codes, length, "lecture"),
+                "without a layout argument you used the 'lecture' layout; the default is 'package'",
+            ),
+            *_pad_mistakes(codes, length, "package")[1:],
+        ],
     )
+
+
+def _what_a_long_sequence_gives(answer: Callable, args: tuple) -> dict:
+    """What the answer does with codes that do not fit: ``{"raised": "ValueError"}`` or what it returned."""
+    try:
+        return {"returned": answer(*fresh(args))}
+    except ValueError:
+        return {"raised": "ValueError"}
+
+
+def _raises_value_error(args: tuple, got: dict) -> str:
+    codes, length, layout = args
+    if got != {"raised": "ValueError"}:
+        fail(
+            f"pad_codes(<{len(codes)} codes>, {length}, {layout!r}) returned {short(got.get('returned'))}. "
+            f"Hint: {len(codes)} codes do not fit in {length}: the instructions ask for a ValueError, since "
+            "cutting the sequence would lose its tokens or its <eos>"
+        )
+    return "ValueError"
 
 
 def _the_list_after_the_call(answer: Callable, args: tuple) -> list[int]:
@@ -95,12 +133,12 @@ def _the_list_after_the_call(answer: Callable, args: tuple) -> list[int]:
 
 
 def _the_input_unchanged(args: tuple, got) -> None:
-    expect(
-        got,
-        SLIDE_CODES,
-        "the list passed in",
-        hint="build a new list (codes + padding) instead of appending to the caller's list",
-    )
+    if got != SLIDE_CODES:
+        fail(
+            f"the list passed in holds {short(got)} after the call, {len(got)} codes where it held "
+            f"{len(SLIDE_CODES)}. Hint: the caller's list was changed: the instructions ask for a new list, "
+            "leaving the one you are given as it was"
+        )
 
 
 def _pad_codes_cases() -> dict[str, Case]:
@@ -113,6 +151,9 @@ def _pad_codes_cases() -> dict[str, Case]:
     return {
         **{name: Case((list(codes), length, layout)) for name, (codes, length, layout) in cases.items()},
         "layout='package' is the default": Case(([1, 36, 2], 5), judge=_the_default_layout),
+        "codes longer than length raise ValueError": Case(
+            (list(SLIDE_CODES), 10, "package"), call=_what_a_long_sequence_gives, judge=_raises_value_error
+        ),
         "leaves its input unchanged": Case(
             (list(SLIDE_CODES), 16, "package"), call=_the_list_after_the_call, judge=_the_input_unchanged
         ),
@@ -163,15 +204,15 @@ def make_batch(args: tuple, got) -> str:
             ),
             (
                 lambda: codes.T,
-                "the batch goes first, codes (B, L), one row per sequence: pad_sequence puts it "
-                "second unless you pass batch_first=True",
+                "these codes are (L, B), one column per sequence: the batch goes first, one row per "
+                "sequence (pad_sequence puts it second by default)",
             ),
         ],
     )
     if isinstance(got_codes, torch.Tensor) and got_codes.dtype != torch.long:
         fail(
             f"codes: dtype {got_codes.dtype}. Hint: codes index the embedding table, so they must be "
-            "integers: create them with dtype=torch.long"
+            "integers of type torch.long, not floats or smaller integers"
         )
     expect(
         got_mask,
@@ -185,8 +226,8 @@ def make_batch(args: tuple, got) -> str:
             *(
                 (
                     lambda dtype=dtype: mask.to(dtype),
-                    "the mask must be boolean, True at <pad>, as masked_fill needs: "
-                    "compare, codes == PAD_IDX, instead of filling a tensor with 0 and 1",
+                    "the mask holds numbers 0 and 1; a mask is boolean, True at <pad>, which is what a "
+                    "comparison gives",
                 )
                 for dtype in (torch.float32, torch.int64, torch.int32, torch.uint8)
             ),

@@ -148,11 +148,9 @@ def value_problem(got, expected) -> str | None:
             (i for i, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e),
             min(len(got), len(expected)),
         )
-        if i < len(got) and i < len(expected):
-            at = f"the first wrong item is at position {i}: {got[i]!r}"
-        else:
-            at = f"{len(got)} items are too {'many' if len(got) > len(expected) else 'few'}"
-        return f"you returned {short(got)}; {at}"
+        if len(got) != len(expected):  # said first: a wrong length explains the items that follow
+            return f"you returned {short(got)}: {len(got)} items, where {len(expected)} are wanted"
+        return f"you returned {short(got)}; the first wrong item is at position {i}: {got[i]!r}"
     return f"you returned {short(got)}, which is not right"
 
 

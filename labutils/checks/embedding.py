@@ -24,8 +24,8 @@ def _sinusoid(max_len: int, d_model: int) -> torch.Tensor:
 def _sinusoid_mistakes(max_len: int, d_model: int):
     position = torch.arange(max_len, dtype=torch.float32)[:, None]
 
-    def angles(exponent):
-        return position / 10000 ** (exponent / d_model)
+    def angles(exponent, position=position, width=d_model):
+        return position / 10000 ** (exponent / width)
 
     def interleave(even, odd):
         pe = torch.zeros(max_len, d_model)
@@ -41,8 +41,8 @@ def _sinusoid_mistakes(max_len: int, d_model: int):
         ),
         (
             lambda: interleave(torch.sin(angles(pairs / 2)), torch.cos(angles(pairs / 2))),
-            "the exponent is 2i/d_model, twice the pair number i: take torch.arange(0, d_model, 2), "
-            "not torch.arange(d_model // 2)",
+            "the exponents are half what they should be: the exponent is 2i/d_model, twice the number i "
+            "of the sin/cos pair, so the wavelengths grow too slowly along the columns",
         ),
         (
             lambda: interleave(torch.sin(angles(columns[0::2])), torch.cos(angles(columns[1::2]))),
@@ -53,12 +53,31 @@ def _sinusoid_mistakes(max_len: int, d_model: int):
             lambda: interleave(
                 *(f(position.double() * 10000 ** (pairs.double() / d_model)) for f in (torch.sin, torch.cos))
             ),
-            "divide the position by 10000**(2i/d_model), do not multiply (in the exp form: "
-            "exp(-2i·ln(10000)/d_model), mind the minus sign): the wavelengths grow along the columns",
+            "the angles grow along the columns instead of shrinking: the position is divided by "
+            "10000^(2i/d_model), not multiplied (in the exponential form, mind the sign of the exponent)",
         ),
         (
             lambda: torch.cat([torch.sin(angles(pairs)), torch.cos(angles(pairs))], dim=1),
-            "interleave the columns (pe[:, 0::2] = sin, pe[:, 1::2] = cos), do not put all sines first",
+            "all the sines came first, then all the cosines: the columns alternate, a sine in each even "
+            "column and the cosine of the same angle in the odd column after it",
+        ),
+        (
+            lambda: interleave(
+                torch.sin(angles(pairs, position + 1)), torch.cos(angles(pairs, position + 1))
+            ),
+            "the first row is position 1: positions count from 0, and row 0 is sin(0) = 0, cos(0) = 1",
+        ),
+        (
+            lambda: interleave(torch.sin(angles(pairs // d_model)), torch.cos(angles(pairs // d_model))),
+            "every column has the same wavelength: 2i/d_model was rounded down to 0, as integer division "
+            "does; the exponent is a fraction between 0 and 1",
+        ),
+        (
+            lambda: interleave(
+                torch.sin(angles(pairs, width=max_len)), torch.cos(angles(pairs, width=max_len))
+            ),
+            "the exponent divides 2i by the number of positions; it divides by d_model, the width of "
+            "the encoding",
         ),
     ]
 
@@ -91,28 +110,34 @@ def sinusoidal_encoding(args: tuple, got) -> None:
 
 
 def _embed_mistakes(codes: torch.Tensor, table: torch.Tensor, pe: torch.Tensor):
-    L, d = codes.size(1), table.size(1)
+    B, L, d = codes.size(0), codes.size(1), table.size(1)
     return [
         (
             lambda: table[codes] + pe[:L],
-            "multiply the embeddings by √d_model before adding the encodings",
+            "the embeddings were not scaled: multiply them by √d_model before adding the encodings",
         ),
         (
             lambda: table[codes] * math.sqrt(d),
-            "add the positional encodings pe[:L] (L = codes.size(1))",
+            "the positional encodings are missing: each position's encoding is added to its token's vector",
         ),
         (lambda: table[codes] * d + pe[:L], "the scale is √d_model, not d_model"),
         (
             lambda: table[codes] / math.sqrt(d) + pe[:L],
-            "multiply the embeddings by √d_model, do not divide (1/√d is attention's scale)",
+            "the embeddings were divided by √d_model; they are multiplied (1/√d is attention's scale)",
         ),
         (
             lambda: (table[codes] + pe[:L]) * math.sqrt(d),
-            "scale the embeddings only, then add the encodings: table[codes] * √d_model + pe[:L]",
+            "the positional encodings were scaled too: only the embeddings are multiplied by √d_model",
         ),
         (
             lambda: table[codes] * math.sqrt(table.size(0)) + pe[:L],
-            "d_model is the width of the table, table.size(1), not the vocabulary size table.size(0)",
+            "the scale used the vocabulary size (the table's rows); d_model is the width of a vector, "
+            "the table's columns",
+        ),
+        (
+            lambda: table[codes] * math.sqrt(d) + pe[:B],
+            "every position got the encoding of position 0: the encodings go by position along the "
+            "sequence (its length L, the second axis of codes), not by the batch",
         ),
     ]
 
@@ -144,6 +169,12 @@ def _pca(X: torch.Tensor) -> torch.Tensor:
     centred = X - X.mean(dim=0)
     _, _, Vh = torch.linalg.svd(centred.double(), full_matrices=False)
     return (centred.double() @ Vh[:2].T).to(X.dtype)
+
+
+def _pca_about(X: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """The first two principal coordinates of ``X - centre`` (a wrong centre, for the mistakes)."""
+    shifted = (X - centre).double()
+    return (shifted @ torch.linalg.svd(shifted, full_matrices=False)[2][:2].T).to(X.dtype)
 
 
 def _align_signs(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -184,19 +215,21 @@ def project_2d(args: tuple, got) -> str:
         mistakes=[
             (
                 lambda: _align_signs(X @ torch.linalg.svd(X, full_matrices=False)[2][:2].T, got),
-                "centre the points first (X - X.mean(dim=0)): PCA measures spread about the mean",
+                "the points were not centred: PCA measures the spread about the mean point, which is subtracted "
+                "first",
             ),
             (
                 lambda: _align_signs(torch.linalg.svd(centred, full_matrices=False)[0][:, :2], got),
-                "U[:, :2] alone has unit length: the coordinates are centred @ V[:, :2] (= U[:, :2] * S[:2])",
+                "these coordinates have unit length along each axis (the columns of U): the projection "
+                "keeps each axis's spread, the singular values S",
             ),
             *(
                 (  # mixes the axes: as the answer's own svd call would, signs and all
                     lambda full=full: _align_signs(
                         centred @ torch.linalg.svd(centred, full_matrices=full)[2][:, :2], got
                     ),
-                    "the principal axes are the rows of Vh (torch.linalg.svd returns Vᵀ): "
-                    "project on Vh[:2].T, not Vh[:, :2]",
+                    "these axes are columns of Vh: torch.linalg.svd returns Vᵀ, so the principal "
+                    "axes are its rows",
                 )
                 for full in (True, False)
             ),
@@ -208,7 +241,17 @@ def project_2d(args: tuple, got) -> str:
             (
                 lambda: _align_signs(expected[:, [1, 0]], got),
                 "the two axes are in the wrong order: the first column is the axis of largest "
-                "spread (eigh's last eigenvector, vecs[:, -1])",
+                "spread (eigh sorts from the least spread to the largest)",
+            ),
+            (
+                lambda: _align_signs(_pca_about(X, X.mean()), got),
+                "the points were centred by one number, the mean of every entry: each feature (column) "
+                "has a mean of its own, and PCA subtracts the mean point",
+            ),
+            (
+                lambda: _align_signs(_pca_about(X, X.mean(dim=1, keepdim=True)), got),
+                "each point was centred by its own mean (over its features); PCA subtracts the mean "
+                "point, the mean over the rows",
             ),
         ],
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from labutils import tokens as _tokens
-from labutils.checks.compare import expect
+from labutils.checks.compare import expect, fail, short
 from labutils.checks.core import Case, exercise, hidden_test, integer, pick
 from labutils.tokens import SOURCE_VOCAB
 
@@ -62,12 +63,28 @@ def _lost_characters(got, text: str) -> str | None:
     if not isinstance(got, (list, tuple)) or not all(isinstance(tok, str) for tok in got):
         return None
     lost = Counter(text.replace(" ", "")) - Counter("".join(got))
+    lost -= Counter(c for c in text if c not in _ALPHABET)  # what no token may hold is skipped, rightly
     if not lost:
         return None
-    return (
-        f"no token holds {' '.join(repr(c) for c in sorted(lost))}: every character but a space belongs to "
-        "a token, so add what is missing to your pattern (inside [...] write \\- for a minus sign)"
+    hint = (
+        f"no token holds {' '.join(repr(c) for c in sorted(lost))}: every character of the lab's alphabet "
+        "belongs to a token, so one of your alternatives must match it"
     )
+    if "-" in lost:
+        hint += " (inside [...] a minus sign between two characters makes a range, not a character)"
+    if "O" in lost:
+        hint += " (O(x**6), with its parentheses, is one token of the target vocabulary)"
+    return hint
+
+
+def _findall(pattern: str, text: str) -> list[str]:
+    return re.findall(pattern, text)
+
+
+#: The package's pattern with one typical slip: the minus sign unescaped between + and / (a range + , - . /).
+_RANGE_PATTERN = _tokens.TOKEN_PATTERN.pattern.replace(r"+\-/", "+-/")
+#: Every character a token may hold.
+_ALPHABET = set("".join(_tokens.SOURCE_VOCAB.itos[3:] + _tokens.TARGET_VOCAB.itos[3:]))
 
 
 _TOKENIZE_CASES = {
@@ -75,34 +92,55 @@ _TOKENIZE_CASES = {
     "cosh is one token, and ** is one token": "cosh(a*x)**3+tanh(b*x)",
     "the slide's spelling without *": "tan(hx)+sinh(gx)",
     "a series: each digit is a token, O(x**6) is one token": "a*x-a**3*x**3/6+a**5*x**5/120+O(x**6)",
-    "spaces are ignored": "exp(-b*x) * sin(c*x)",
+    "spaces are skipped": "exp(-b*x) * sin(c*x)",
+    "a character outside the alphabet is no token: exp(2.5*x)": "exp(2.5*x)",
 }
 
 
-def _split_tokens_mistakes(expected: list[str]):
+def _spell_functions(tokens: list[str]) -> list[str]:
+    """What a pattern with its one-letter alternative before the names makes: every name letter by letter."""
+    out = []
+    for tok in tokens:
+        out += list(tok) if tok in _tokens.FUNCTIONS else [tok]
+    return out
+
+
+def _split_tokens_mistakes(text: str, expected: list[str]):
     return [
         (
             lambda: _split_functions(expected),
-            "cosh was read as cos then h: put the longer names "
-            "first in the alternation (sinh|cosh|tanh before sin|cos|tan)",
+            "cosh came out as cos then h: at each position the first alternative that matches wins, "
+            "so a longer name must be tried before the name it starts with",
         ),
         (
             lambda: _split_power(expected),
-            "** was read as two *: put \\*\\* before \\* in the pattern",
+            "** came out as two *: ** is one token, and at each position the first alternative that "
+            "matches wins, so revisit the order of your alternatives",
         ),
         (
             lambda: _split_big_o(expected),
-            "O(x**6) is a single token of the target vocabulary: "
-            "put O\\(x\\*\\*6\\) first in the alternation",
+            "O(x**6) came out as several tokens: it is a single token of the target vocabulary, so it "
+            "needs an alternative of its own, tried before those of its pieces",
         ),
         (
             lambda: _join_numbers(expected),
-            "each digit is its own token: the vocabulary has 0 … 9, not 120; use [0-9], not [0-9]+",
+            "a number came out as one token: the vocabulary holds the digits 0 … 9, not numbers such as "
+            "120, so each digit is a token of its own",
         ),
         (
             lambda: _join_letters(expected),
-            "letters side by side are separate variables (hx is h times x): match one letter "
-            "with [a-z], not [a-z]+, after the function names",
+            "letters side by side came out as one token: outside a function name each letter is a "
+            "variable of its own (hx is h times x)",
+        ),
+        (
+            lambda: _spell_functions(expected),
+            "a function name came out letter by letter: at each position the first alternative that "
+            "matches wins, and a single letter matches before a whole name is tried",
+        ),
+        (
+            lambda: _findall(_RANGE_PATTERN, text),
+            "'.' became a token: inside [...], a minus sign between two characters stands for every "
+            "character between them (+-/ holds + , - . /); revisit how a character class holds a minus sign",
         ),
     ]
 
@@ -117,14 +155,19 @@ _SPLIT_TOKENS_REPLACES = ("labutils.tokens.tokenize", "labutils.tokens.TOKEN_PAT
 @exercise("01_tokenization.split_tokens", "1.1", 2, _SPLIT_TOKENS_REPLACES, cases=_split_tokens_cases)
 def split_tokens(args: tuple, got) -> str:
     (text,) = args
-    expected = _tokens.tokenize(text)
+    expected = _tokens.TOKEN_PATTERN.findall(text)  # the package's tokens; what matches nothing is skipped
+    if isinstance(got, (list, tuple)) and got and not all(isinstance(tok, str) for tok in got):
+        fail(
+            f"split_tokens({text!r}) returned {short(got)}. Hint: a token is a string, as re.findall "
+            "returns them; a pattern with groups (...) makes findall return the groups instead"
+        )
     expect(
         got,
         expected,
         f"split_tokens({text!r})",
         hint=_lost_characters(got, text)
         or "compare your pattern with the list of tokens the vocabulary holds",
-        mistakes=_split_tokens_mistakes(expected),
+        mistakes=_split_tokens_mistakes(text, expected),
     )
     return f"{len(expected)} tokens"
 
@@ -148,25 +191,47 @@ def _in_order_of_appearance(tokens: list[str]) -> dict[str, int]:
 def _vocabulary_mistakes(token_lists):
     tokens = [tok for lst in token_lists for tok in lst]
     specials = ["<pad>", "<sos>", "<eos>"]
+    others = sorted(set(tokens) - set(specials))
     return [
         (
             lambda: {tok: i for i, tok in enumerate(sorted(set(tokens)))},
-            "the special tokens come first: '<pad>': 0, '<sos>': 1, '<eos>': 2, then the sorted tokens",
+            "the special tokens are missing from the front: the vocabulary starts with the three "
+            "special tokens, codes 0, 1, 2, and the other tokens follow in sorted order",
         ),
         (
             lambda: _in_order_of_appearance(tokens),
-            "sort the tokens (sorted(set(...))): codes follow the sorted order, not the order of appearance",
+            "the codes follow the order in which the tokens first appear; a vocabulary's codes follow "
+            "the sorted order of its tokens",
         ),
         (
             lambda: {tok: i for i, tok in enumerate(specials + sorted(set(tokens)))},
-            "a special token met in the input got a second, later code: take '<pad>', '<sos>', '<eos>' "
-            "out of the set before sorting the other tokens",
+            "a special token met in the input got a second, later code: the special tokens keep their "
+            "codes 0, 1, 2 wherever they appear, so they are not among the tokens to sort",
         ),
         (
-            lambda: {tok: i + 3 for i, tok in enumerate(sorted(set(tokens) - set(specials)))},
-            "the special tokens '<pad>', '<sos>', '<eos>' must be in the vocabulary too, with codes 0, 1, 2",
+            lambda: {tok: i + 3 for i, tok in enumerate(others)},
+            "the three special tokens are missing: the vocabulary holds them too, with codes 0, 1, 2",
+        ),
+        (
+            lambda: {tok: i for i, tok in enumerate(sorted(set(tokens) | set(specials)))},
+            "the special tokens were sorted among the others; they come first, in the lecture's order "
+            "(padding, start, end), with codes 0, 1, 2",
+        ),
+        (
+            lambda: {tok: i + 1 for i, tok in enumerate(specials + others)},
+            "the codes start at 1; a code is a position in the list of tokens, and the first is 0",
         ),
     ]
+
+
+def _a_list_of_tokens(got, token_lists) -> None:
+    """A list where a dict belongs: its own hint when it holds the vocabulary's tokens in order."""
+    tokens = {tok for lst in token_lists for tok in lst}
+    if isinstance(got, (list, tuple)) and set(got) == tokens | {"<pad>", "<sos>", "<eos>"}:
+        fail(
+            f"build_vocabulary returned a {type(got).__name__} of {len(got)} tokens. Hint: the tokens "
+            "in order are only half of it; return the dict from each token to its code"
+        )
 
 
 def _build_vocabulary_cases() -> dict[str, Case]:
@@ -186,6 +251,7 @@ def _build_vocabulary_cases() -> dict[str, Case]:
 
 def _the_lecture_vocabulary(args: tuple, got) -> str:
     (scrambled,) = args
+    _a_list_of_tokens(got, scrambled)
     expect(got, dict(SOURCE_VOCAB.stoi), "build_vocabulary", mistakes=_vocabulary_mistakes(scrambled))
     return f"{len(SOURCE_VOCAB)} entries, as on the slide"
 
@@ -196,6 +262,7 @@ _VOCABULARY_REPLACES = ("labutils.tokens.Vocabulary",)
 @exercise("01_tokenization.build_vocabulary", "1.2", 2, _VOCABULARY_REPLACES, cases=_build_vocabulary_cases)
 def build_vocabulary(args: tuple, got) -> None:
     (token_lists,) = args
+    _a_list_of_tokens(got, token_lists)
     expect(got, _vocabulary(token_lists), "build_vocabulary", mistakes=_vocabulary_mistakes(token_lists))
 
 

@@ -74,8 +74,8 @@ def _greedy_translate_mistakes(model, source: str, max_len: int, expected: str):
         ),
         (
             lambda source=source: _greedy_variant(model, source, max_len, position=0),
-            "take the logits of the last position, logits[0, -1]: position 0 predicts the "
-            "token after <sos> again at every step",
+            "the next token was read from the first position at every step, which predicts the token "
+            "after <sos> again and again: the next token is predicted by the last position",
         ),
         (
             lambda source=source: _greedy_variant(model, source, max_len, history=False),
@@ -85,9 +85,31 @@ def _greedy_translate_mistakes(model, source: str, max_len: int, expected: str):
     ]
 
 
-def _translate_each_source(answer: Callable, args: tuple) -> list:
+def _translate_each_source(answer: Callable, args: tuple) -> list[dict]:
+    """For each source, the text the answer returns and how often it ran the model after an ``<eos>``.
+
+    Every prediction passes through the model's output layer (``generator``), whatever the answer calls
+    (``decode``, the model itself, a cache): a hook there sees each one and the token it puts first.
+    """
     model, max_len = args
-    return [answer(model, source, max_len) for source in _SOURCES]
+    results = []
+    for source in _SOURCES:
+        predicted = []  # per call of the output layer: did its last position put <eos> first?
+
+        def see(module, inputs, logits, predicted=predicted):
+            last = logits.reshape(-1, logits.size(-2), logits.size(-1))[0, -1]  # (V,)
+            predicted.append(int(last.argmax()) == EOS_IDX)
+
+        handle = model.generator.register_forward_hook(see)
+        try:
+            text = answer(model, source, max_len)
+        finally:
+            handle.remove()
+        first_eos = predicted.index(True) if True in predicted else len(predicted)
+        results.append(
+            {"text": text, "calls_after_eos": len(predicted) - first_eos - 1 if True in predicted else 0}
+        )
+    return results
 
 
 def _greedy_cases() -> dict[str, Case]:
@@ -110,15 +132,24 @@ _GREEDY_REPLACES = (
 @exercise("06_translation.greedy_translate", "6.1", 2, _GREEDY_REPLACES, cases=_greedy_cases)
 def greedy_translate(args: tuple, got: list) -> str:
     model, max_len = args
-    for source, series in zip(_SOURCES, got, strict=True):
-        expected = _decode.translate(model, [source], max_len=max_len)[0]
+    for source, returned in zip(_SOURCES, got, strict=True):
+        what = f"greedy_translate(model, {source!r}, max_len={max_len})"
+        if returned["calls_after_eos"]:
+            n = returned["calls_after_eos"]
+            fail(
+                f"{what}: after the model wrote <eos>, it was asked for {n} more token{'s' if n > 1 else ''}. "
+                "Hint: the series ends at the first <eos>, so decoding stops as soon as the model writes it"
+            )
+        series, expected = returned["text"], _decode.translate(model, [source], max_len=max_len)[0]
+        if not isinstance(series, str):
+            fail(f"{what} returned {type(series).__name__} {short(series)}. Hint: return the series as text")
         expect(
             series,
             expected,
-            f"greedy_translate(model, {source!r}, max_len={max_len})",
+            what,
             mistakes=_greedy_translate_mistakes(model, source, max_len, expected),
-            hint="start from [<sos>], append the argmax of the last position's logits, stop at <eos> "
-            "or after max_len tokens; return TARGET_VOCAB.decode(the tokens after <sos>)",
+            hint="compare your loop with the steps above the exercise: the first token, how the next "
+            "token is chosen, the two ways to stop, and which tokens become the text",
         )
     return ""
 
@@ -148,12 +179,13 @@ def _log_probability_mistakes(model, source, series):
         ),
         (
             lambda: float(logits.log_softmax(-1).gather(-1, tgt[:, :-1, None]).sum()),
-            "score every position on the NEXT token: the decoder reads tgt[:, :-1] and its outputs "
-            "predict tgt[:, 1:], so gather tgt[:, 1:]",
+            "each position was scored on the token it reads: the output at position t predicts the "
+            "NEXT token, t + 1",
         ),
         (
             lambda: float(logits.log_softmax(1).gather(-1, tgt[:, 1:, None]).sum()),
-            "take log_softmax over the vocabulary, the last axis (dim=-1), not over the positions",
+            "the log-probabilities were normalized over the positions; a prediction is a distribution "
+            "over the vocabulary, the last axis",
         ),
     ]
 
@@ -177,10 +209,11 @@ _LOGP_REPLACES = ("labutils.decode.beam_search", "labutils.decode.translate_beam
 def series_log_probability(args: tuple, got) -> str:
     model, source, series = args
     expected = _log_probability(model, source, series)
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = float(got)
     if not isinstance(got, float):
-        fail(f"return a number (a float), got {type(got).__name__} {short(got)}")
+        fail(
+            f"series_log_probability returned {type(got).__name__} {short(got)}. Hint: the instructions ask "
+            "for a Python float; a tensor, even of one number, is not one"
+        )
     if not math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-4):
         hint = next(
             (
@@ -204,8 +237,9 @@ def series_log_probability(args: tuple, got) -> str:
     "06_translation.greedy_translate", "decoding stops at <eos> or after max_len tokens, whatever the model"
 )
 def any_model_and_limit(generator) -> Case:
-    model = _steering_model(integer(generator, 0, 2**31), pick(generator, [0.0, 0.5, 1.0]))
-    return Case((model, integer(generator, 1, 16)), call=_translate_each_source)
+    eos_bias = pick(generator, [1.0, 2.0, 100.0])  # a model that writes <eos>: what comes after it shows
+    model = _steering_model(integer(generator, 0, 2**31), eos_bias)
+    return Case((model, integer(generator, 8, 24)), call=_translate_each_source)
 
 
 @hidden_test(

@@ -1,4 +1,4 @@
-"""Plots for the lesson: attention heatmaps and grids, masks, loss curves, positional encodings.
+"""Plots for the lesson: attention heatmaps and grids, masks, loss curves, positional encodings, the model.
 
 Plotting draws the arrays and token lists it is given (NumPy arrays or torch tensors), so it works for any
 attention map, not only this package's model. The conventions are the lecture's:
@@ -17,6 +17,7 @@ layer=1, head=2)`` takes the layer's weights and the token lists of that kind fr
 """
 
 from labutils.plotting.curves import plot_losses, plot_positional_encoding
+from labutils.plotting.diagram import plot_transformer
 from labutils.plotting.heatmaps import KINDS as KINDS
 from labutils.plotting.heatmaps import next_tokens, plot_attention, plot_attention_grid, plot_mask
 
@@ -27,4 +28,5 @@ __all__ = [
     "next_tokens",
     "plot_losses",
     "plot_positional_encoding",
+    "plot_transformer",
 ]
