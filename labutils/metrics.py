@@ -360,8 +360,8 @@ class MeasuredCategories:
 def shipped_categories(path: str | os.PathLike | None = None) -> MeasuredCategories:
     """The shipped model's accuracy by category, read from the table the package ships (or ``path``).
 
-    The file is the JSON of ``evaluate --json --by category`` with ``split`` and ``decoding`` added, so a
-    notebook shows the measurement without running it; ``category_table(table.rows)`` prints it. Raises
+    The file is what ``evaluate --json --by category`` prints, so a notebook shows the measurement without
+    running it; ``category_table(table.rows)`` prints the rows. Raises
     ``FileNotFoundError`` or ``ValueError`` with one line that names the file.
     """
     name = SHIPPED_CATEGORIES if path is None else str(path)
