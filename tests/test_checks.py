@@ -267,6 +267,12 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    return re.findall(pattern, text)",
             "a token is a string",
         ),
+        (
+            "def split_tokens(text):\n"
+            "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]|[0-9]|[()*+\\-/]'\n"
+            "    return ' '.join(re.findall(pattern, text))",
+            "the instructions ask for the list of tokens",
+        ),
     ],
     "01_tokenization.build_vocabulary": [
         (
@@ -410,6 +416,16 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "        return list(codes[:-1]) + [0] * (length - len(codes)) + [codes[-1]]\n"
             "    return list(codes) + [0] * (length - len(codes))",
             "the default is 'package'",
+        ),
+        (
+            "def pad_codes(codes, length, layout='package'):\n"
+            "    if len(codes) > length:\n"
+            "        raise ValueError('too long')\n"
+            "    padding = [0] * (length - len(codes))\n"
+            "    if layout == 'lecture':\n"
+            "        return torch.tensor(list(codes[:-1]) + padding + [codes[-1]])\n"
+            "    return torch.tensor(list(codes) + padding)",
+            "a new Python list of codes",
         ),
     ],
     "02_coding_and_padding.make_batch": [

@@ -442,6 +442,7 @@ def test_public_functions():
             "next_tokens",
             "plot_losses",
             "plot_positional_encoding",
+            "plot_transformer",
         ]
     )
 

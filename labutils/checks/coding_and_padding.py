@@ -93,6 +93,7 @@ def _pad_mistakes(codes, length, layout):
 
 def _the_default_layout(args: tuple, got) -> None:
     codes, length = args
+    _a_list(got, f"pad_codes({codes}, {length})")
     expect(
         got,
         _tokens.pad(codes, length, "package"),
@@ -160,10 +161,20 @@ def _pad_codes_cases() -> dict[str, Case]:
     }
 
 
+def _a_list(got, what: str) -> None:
+    """The instructions ask for a list of codes: a tensor or a tuple of the right codes is not one."""
+    if not isinstance(got, list):
+        fail(
+            f"{what} returned {type(got).__name__} {short(got)}. Hint: the instructions ask for a new Python "
+            "list of codes; tensors come later, when sequences are batched"
+        )
+
+
 @exercise("02_coding_and_padding.pad_codes", "2.2", 2, ("labutils.tokens.pad",), cases=_pad_codes_cases)
 def pad_codes(args: tuple, got) -> str:
     codes, length, layout = args
     expected = _tokens.pad(codes, length, layout)
+    _a_list(got, f"pad_codes(…, {length}, {layout!r})")
     expect(
         got, expected, f"pad_codes(…, {length}, {layout!r})", mistakes=_pad_mistakes(codes, length, layout)
     )

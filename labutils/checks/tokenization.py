@@ -156,7 +156,12 @@ _SPLIT_TOKENS_REPLACES = ("labutils.tokens.tokenize", "labutils.tokens.TOKEN_PAT
 def split_tokens(args: tuple, got) -> str:
     (text,) = args
     expected = _tokens.TOKEN_PATTERN.findall(text)  # the package's tokens; what matches nothing is skipped
-    if isinstance(got, (list, tuple)) and got and not all(isinstance(tok, str) for tok in got):
+    if not isinstance(got, list):
+        fail(
+            f"split_tokens({text!r}) returned {type(got).__name__} {short(got)}. Hint: the instructions ask "
+            "for the list of tokens, as re.findall returns it"
+        )
+    if got and not all(isinstance(tok, str) for tok in got):
         fail(
             f"split_tokens({text!r}) returned {short(got)}. Hint: a token is a string, as re.findall "
             "returns them; a pattern with groups (...) makes findall return the groups instead"
