@@ -119,6 +119,17 @@ MODULES = (
     "def causal_mask(L):\n    raise NotImplementedError()"
 )
 
+PICKLE = (
+    "import pickle, torch\n"
+    "class Trap:\n"
+    "    def __reduce__(self):\n"
+    "        return (open, (%r, 'w'))  # run by whoever unpickles it without weights_only\n"
+    "def save(data, path, *args, **kwargs):\n"
+    "    with open(path, 'wb') as file:\n"
+    "        pickle.dump({'results': [{'value': Trap()}] * 4, 'callable': True}, file)\n"
+    "torch.save = save\n" + SOLUTIONS["causal_mask"]
+)
+
 
 def edited_check_cell():
     notebook = unsolved()
@@ -133,6 +144,7 @@ def graded(tmp_path_factory):
     sources = write_source(folder / "solutions")
     pids = folder / "bomb.pids"
     overwritten = folder / "class" / "overwrite.ipynb"
+    trap = folder / "unpickled"  # created only if the grader unpickled what the kernel wrote
     submissions = {
         "points_patch": unsolved(causal_mask=TWO_LINES),
         "torch_patched": stubbed(causal_mask=TORCH_PATCHED),
@@ -148,6 +160,7 @@ def graded(tmp_path_factory):
         "overwrite": mutated(unsolved(), "attention", OVERWRITE % (str(overwritten), json.dumps(stubbed()))),
         "check_cell_edited": edited_check_cell(),
         "modules_builtins_display": unsolved(causal_mask=MODULES),
+        "pickle_for_data": stubbed(causal_mask=PICKLE % str(trap)),
     }
     for name, notebook in submissions.items():
         save(notebook, folder / "class" / f"{name}.ipynb")
@@ -169,6 +182,7 @@ def graded(tmp_path_factory):
         "report": report,
         "pids": pids,
         "overwritten": overwritten.read_text() != before,
+        "trap": trap,
     }
 
 
@@ -177,7 +191,7 @@ def outcome(graded, name):
 
 
 def test_every_submission_is_graded_and_none_stops_the_batch(graded):
-    assert len(graded["results"]) == 14
+    assert len(graded["results"]) == 15
     assert graded["report"].status == 0, graded["report"].problems
 
 
@@ -270,6 +284,14 @@ def test_patched_sys_modules_builtins_and_display_earn_nothing_and_are_flagged(g
     assert points == NOTHING
     assert "builtins.round" in notes and "IPython.display.display" in notes
     assert re.search(r"labutils\.checks(,|$| )", notes), notes
+
+
+def test_a_pickle_in_place_of_the_data_is_never_unpickled(graded):
+    points, notes, text = outcome(graded, "pickle_for_data")
+    assert not graded["trap"].exists()  # read with torch.load(weights_only=True): refused
+    assert points == {**POINTS, "causal_mask": 0, "split_heads": 0}  # torch.save stays patched
+    assert "could not read what your function returned" in text
+    assert "Exercise 4.3 (causal_mask): the grader could not read what your function returned" in notes
 
 
 def test_no_feedback_names_a_cell_number(graded):
