@@ -320,6 +320,26 @@ def test_a_student_pattern_without_its_group_is_a_usage_error(sources, tmp_path,
     assert "needs a group (?P<student>...)" in err and len(err.strip().splitlines()) == 1
 
 
+# ---------------------------------------------------------------------------------------------- hidden tests
+
+
+def test_hidden_inputs_come_from_the_secret_of_the_run_and_every_exercise_has_some():
+    from labutils.checks.core import CHECKS, HIDDEN_TESTS, all_cases
+
+    for grade_id in CHECKS:
+        tests = HIDDEN_TESTS.get(grade_id, [])
+        assert tests and all(test.requirement.strip() for test in tests), grade_id
+    shapes = {
+        secret: [tuple(case.args[0].shape) for name, case in all_cases(f"{NAME}.attention", secret)]
+        for secret in range(1, 9)
+    }
+    visible = {tuple(shape[:-1]) for shape in shapes.values()}
+    assert len(visible) == 1  # the visible cases are the notebook's own
+    assert len({shape[-1] for shape in shapes.values()}) > 1  # the hidden one changes with the secret
+    again = all_cases(f"{NAME}.attention", 3)[-1][1].args[0]
+    assert again.equal(all_cases(f"{NAME}.attention", 3)[-1][1].args[0])  # the same secret, the same inputs
+
+
 # ---------------------------------------------------------------------------------------------- copying
 
 
