@@ -538,7 +538,8 @@ def training_step(args: tuple, got: dict) -> str:
         torch.tensor(expected["lrs"], dtype=torch.float64),
         f"the learning rate at step {args[3]}",
         mistakes=lr_mistakes,
-        hint="set the learning rate of every param group of the optimizer before the step",
+        hint="this is not the rate of this step: revisit the warm-up's formula, and that every param group of "
+        "the optimizer gets the rate before the step",
     )
     loss_mistakes = [(lambda m=m: torch.tensor(m()), h) for m, h in _step_mistakes(args, "loss")]
     expect(
