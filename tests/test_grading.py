@@ -358,6 +358,8 @@ def test_an_answer_that_is_or_calls_the_package_earns_nothing(sources, tmp_path)
     feedback = {exercise.split(".")[1]: text for exercise, _, _, text in result.rows}
     assert points_of(result) == {"attention": 2, "causal_mask": 0, "split_heads": 0}, result.rows
     assert "calls `labutils.attention.causal_mask`" in feedback["causal_mask"]
+    assert "Exercise 4.3 (causal_mask): your answer calls `labutils.attention.causal_mask`" in result.notes
+    assert "Exercise 4.4 (split_heads): your answer calls labutils.attention" in result.notes  # flagged
     section = result.text.split("## Exercise 4.4")[1]  # switched off while it ran: told why it failed
     assert "calls labutils.attention.MultiHeadAttention.split_heads, which this exercise asks you" in section
 

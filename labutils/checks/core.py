@@ -290,7 +290,12 @@ def _test(result: CheckResult, name: str, body: Callable[[], str | None]) -> Non
         result.add(name, False, "not done yet (NotImplementedError)")
     except Exception as error:
         if hasattr(error, "_labutils_answer"):  # raised inside the answer
-            message = f"your function raised {error._labutils_answer}"
+            described = error._labutils_answer
+            message = (
+                described
+                if described.startswith("your answer calls")
+                else f"your function raised {described}"
+            )
         elif isinstance(error, AssertionError):  # a judge's comparison, or a hidden test's assert
             message = str(error)
         else:  # a hidden test's own code, or a bug of the check

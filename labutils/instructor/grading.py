@@ -228,7 +228,11 @@ def score(exercise: Exercise, cases: list, returned: dict | None) -> Scored:
                 judge_returned(result, name, case, one)
     copied = guard.copied(exercise.function, exercise.forbidden, returned.get("verdict"))
     if copied:
-        return Scored(0.0, [f"{exercise.title}: 0 of {of}: {copied}."], copied)
+        return Scored(
+            0.0, [f"{exercise.title}: 0 of {of}: {copied}."], copied, [f"{exercise.title}: {copied}"]
+        )
+    blocked = sorted({o.message for o in result.outcomes if "switched off while the check runs" in o.message})
+    instructor = [f"{exercise.title}: {_one_line(message, 200)}" for message in blocked[:1]]
     hidden = [o for o in result.outcomes if o.name.startswith("hidden test: ")]
     text = result.feedback()
     short = text.splitlines()[0]
@@ -236,7 +240,7 @@ def score(exercise: Exercise, cases: list, returned: dict | None) -> Scored:
         short += " Failed: " + "; ".join(result.failed)
     if hidden and not result.not_attempted:
         short += f" (hidden tests: {sum(o.passed for o in hidden)} of {len(hidden)} passed)"
-    return Scored(result.points, text.splitlines(), short)
+    return Scored(result.points, text.splitlines(), short, instructor)
 
 
 def _score_call(exercise: Exercise, cases: list, returned: dict | None) -> Scored:
