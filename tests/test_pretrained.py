@@ -33,7 +33,6 @@ def test_batched_cached_decoding_agrees_with_one_at_a_time_without_cache(model):
     assert sum(a == b for a, b in zip(fast, slow)) >= 99
 
 
-
 def test_the_default_config_is_the_shipped_models(model):
     import json
     from importlib import resources
