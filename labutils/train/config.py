@@ -94,7 +94,7 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 #: Recipes, as plain overrides of TrainConfig (model fields and training fields side by side).
 PRESETS: dict[str, dict[str, Any]] = {
-    # What notebook 05 trains in seconds on a CPU, to watch the loss fall; every model field stated here.
+    # What notebook 05 trains in a minute or so on a CPU, to watch the loss fall; every model field stated here.
     "tiny": {
         "d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 64,
         "dropout": 0.0, "max_src_len": 64, "max_tgt_len": 512, "positional": "sinusoidal", "norm_first": True,
