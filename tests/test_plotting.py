@@ -300,8 +300,15 @@ def test_grid_of_one_layer_shares_one_scale_and_one_colorbar():
         np.testing.assert_allclose(image_of(ax), w[0, head])
         assert ax.get_title() == f"layer 2, head {head + 1}"
     assert "cross-attention" in fig.get_suptitle()
-    assert len(panels[0].get_yticklabels()) == len(TARGET)  # labels on the outer axes only
-    assert all(len(ax.get_yticklabels()) == 0 for ax in panels[1:])
+    # four maps wider than tall: two rows of two, nearer a 3:2 page than one row of four
+    assert [ax.get_subplotspec().rowspan.start for ax in panels] == [0, 0, 1, 1]
+    assert [len(ax.get_yticklabels()) for ax in panels] == [len(TARGET), 0, len(TARGET), 0]  # outer axes only
+    assert [len(ax.get_xticklabels()) > 0 for ax in panels] == [False, False, True, True]
+    tall = softmax_rows(np.random.default_rng(10), (4, 40, 8))  # maps taller than wide stand in one row
+    fig = plot_attention_grid(tall, [f"t{i}" for i in range(40)], SOURCE[:8], kind="cross", landscape=False)
+    assert [ax.get_subplotspec().rowspan.start for ax in fig.axes if ax.images] == [0, 0, 0, 0]
+    asked = plot_attention_grid(w, TARGET, SOURCE, ncols=4)  # as asked: one row of four
+    assert [ax.get_subplotspec().rowspan.start for ax in asked.axes if ax.images] == [0, 0, 0, 0]
 
 
 def test_grid_of_layers_and_heads_from_the_dict_masks_each_panel():

@@ -167,7 +167,8 @@ def plot_attention_grid(
     ``weights`` is the dict of ``attention_for`` or a list of per-layer arrays (``layers``: an index, a list
     of them, or None for all), or one layer's ``(H, Lq, Lk)`` / ``(1, H, Lq, Lk)`` array (an int ``layers``
     then only labels it). ``heads`` picks heads (default all). Several layers give a row per layer; one
-    layer wraps its heads in rows of ``ncols`` (default 4). Tick labels appear on the outer axes only.
+    layer wraps its heads in rows of ``ncols`` (default: up to 4, the layout nearest a 3:2 page). Tick
+    labels appear on the outer axes only.
     ``axes`` is an array of at least as many Axes as panels. Masks, ``vmax``, ``landscape`` and the rows'
     ``reads → predicts`` labels (``predicted_tokens``) are as in ``plot_attention``; layers and heads are
     numbered from 1 in the titles.
@@ -191,13 +192,20 @@ def plot_attention_grid(
         panels[0][2].shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
     )
     _warn_if_masked_weight(np.stack([p[2] for p in panels]), should_be_zero)
-    ncols = ncols or (len(heads) if len(rows) > 1 else min(len(heads), 4))
-    nrows = math.ceil(len(panels) / ncols)
-
     landscape = _landscape(landscape, kind, panels[0][2].shape)
     lq, lk = panels[0][2].shape[::-1] if landscape else panels[0][2].shape
+    panel_w, panel_h = _span(lk, 0.16, 1.6, 4.5), _span(lq, 0.16, 1.6, 5.0)
+    if not ncols and len(rows) > 1:
+        ncols = len(heads)
+    elif not ncols:  # one layer: the heads in rows of up to 4, as near a 3:2 page as they go, few gaps
+
+        def badness(columns: int) -> float:
+            ratio = columns * panel_w / (math.ceil(len(heads) / columns) * panel_h)
+            return abs(math.log(ratio / 1.5)) + 0.5 * (-len(heads) % columns)
+
+        ncols = min(range(1, min(len(heads), 4) + 1), key=badness)
+    nrows = math.ceil(len(panels) / ncols)
     if axes is None:
-        panel_w, panel_h = _span(lk, 0.16, 1.6, 4.5), _span(lq, 0.16, 1.6, 5.0)
         y_labels, x_labels = (k_labels, q_labels) if landscape else (q_labels, k_labels)
         width = ncols * panel_w + _label_inches(y_labels, 8) + 2.0
         height = nrows * panel_h + _label_inches(x_labels, 8) + 1.4
