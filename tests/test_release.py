@@ -131,6 +131,20 @@ def test_outputs_are_cleared_metadata_kept_and_ids_stable():
     assert solution.cells[3].outputs, "the source notebook is left as it was"
 
 
+def test_widget_state_is_dropped_and_what_nbgrader_needs_is_kept():
+    solution = solution_notebook()
+    state = {"state": {"0a1b": {"model_name": "IntSliderModel", "state": {"value": 3}}}, "version_major": 2}
+    solution.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": state}
+    solution.cells[3].metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": state}
+    student = release.student_notebook(solution, "04_attention")
+    assert "widgets" not in student.metadata and "widgets" not in student.cells[3].metadata
+    assert "IntSliderModel" not in release.render(student)
+    assert student.metadata["kernelspec"] == solution.metadata["kernelspec"]
+    assert student.cells[3].metadata["nbgrader"] == solution.cells[3].metadata["nbgrader"]
+    assert student.cells[4].metadata["nbgrader"] == solution.cells[4].metadata["nbgrader"]
+    assert "widgets" in solution.metadata, "the source notebook is left as it was"
+
+
 def test_the_same_source_gives_the_same_bytes(tmp_path):
     texts = {release.render(release.student_notebook(solution_notebook(), "04_attention")) for _ in range(2)}
     assert len(texts) == 1

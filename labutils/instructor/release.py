@@ -6,8 +6,9 @@ A student version is its solution notebook with
 * the region between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` of each answer cell replaced by
   nbgrader's stub, ``# YOUR CODE HERE`` and ``raise NotImplementedError()``, at the region's indentation;
 * the region between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` of each check cell removed;
-* outputs and execution counts cleared, the run-time ``execution`` metadata dropped, every other piece of
-  metadata kept (``metadata.labutils`` of the notebook and of its cells above all);
+* outputs and execution counts cleared, the run-time metadata dropped (``execution`` of the cells, the
+  ``widgets`` state that a run saves in the notebook or a cell), every other piece of metadata kept
+  (``metadata.labutils`` and nbgrader's ``metadata.nbgrader`` above all);
 * cell ids ``<notebook>-<index>``, nbformat 4.5, written the way ``nbformat`` writes (sorted keys), so the
   same source always gives the same bytes.
 
@@ -178,9 +179,11 @@ def student_notebook(nb, name: str):
 def clean(nb, name: str):
     """Outputs, execution counts cleared, run-time metadata dropped, stable ids, nbformat 4.5 (in place)."""
     nb.nbformat, nb.nbformat_minor = 4, 5
+    nb.metadata.pop("widgets", None)  # widget state of the run that made the outputs: gone with them
     for index, cell in enumerate(nb.cells):
         cell.id = cell_id(name, index)
         cell.metadata.pop("execution", None)
+        cell.metadata.pop("widgets", None)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     return nb
