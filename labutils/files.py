@@ -1,7 +1,8 @@
-"""Writing a file so that a crash leaves the old file or the new one, never half of one."""
+"""Files: writing one so that a crash leaves the old file or the new one, never half of one; hashing one."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "sha256_of"]
 
 
 @contextmanager
@@ -39,3 +40,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options: Any)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of the file at ``path`` (hex): what records name the weights they were made from by."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

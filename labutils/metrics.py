@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -348,21 +349,26 @@ SHIPPED_CATEGORIES = "labutils/weights/categories.json"
 
 @dataclass(frozen=True)
 class MeasuredCategories:
-    """A table by category as measured: on ``n`` pairs of ``split``, ``decoding``, ``equivalent`` overall."""
+    """A table by category as measured: on ``n`` pairs of ``split``, ``decoding``, ``equivalent`` overall.
+
+    ``weights`` is the sha256 of the weights file measured, so that a table can be told stale when the
+    weights change.
+    """
 
     split: str
     n: int
     decoding: str
     equivalent: float
     rows: list[CategoryRow]
+    weights: str
 
 
 def shipped_categories(path: str | os.PathLike | None = None) -> MeasuredCategories:
     """The shipped model's accuracy by category, read from the table the package ships (or ``path``).
 
     The file is what ``evaluate --json --by category`` prints, so a notebook shows the measurement without
-    running it; ``category_table(table.rows)`` prints the rows. Raises
-    ``FileNotFoundError`` or ``ValueError`` with one line that names the file.
+    running it; ``category_table(table.rows)`` prints the rows, and ``table.weights`` is the sha256 of the
+    weights file measured. Raises ``FileNotFoundError`` or ``ValueError`` with one line that names the file.
     """
     name = SHIPPED_CATEGORIES if path is None else str(path)
     where = resources.files("labutils") / "weights" / "categories.json" if path is None else Path(path)
@@ -385,6 +391,11 @@ def shipped_categories(path: str | os.PathLike | None = None) -> MeasuredCategor
             raise ValueError(f"{name}: {at}{key} must be {kinds}, not {value!r}")
         return value
 
+    weights = field(table, "weights", str)
+    if not re.fullmatch(r"[0-9a-f]{64}", weights):
+        raise ValueError(
+            f"{name}: weights must be the sha256 of the weights measured (64 hex digits), not {weights!r}"
+        )
     rows = []
     for i, entry in enumerate(field(table, "categories", list)):
         at = f"categories[{i}]."
@@ -400,4 +411,5 @@ def shipped_categories(path: str | os.PathLike | None = None) -> MeasuredCategor
         field(table, "decoding", str),
         float(field(table, "equivalent", (int, float))),
         rows,
+        weights,
     )

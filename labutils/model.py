@@ -43,6 +43,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "load_pretrained",
+    "shipped_weights_path",
     "attention_for",
     "evaluating",
 ]
@@ -504,13 +505,17 @@ def _reason(error: BaseException, width: int) -> str:
     return textwrap.shorten(lines[0], width, placeholder=" …") if lines else type(error).__name__
 
 
+def shipped_weights_path() -> Path:
+    """Where the package's pretrained weights are (``labutils/weights/model.pt``; the file may not exist)."""
+    return Path(str(resources.files("labutils") / "weights" / "model.pt"))
+
+
 def load_pretrained(device: torch.device | str | None = None) -> Seq2SeqTransformer:
     """The model shipped with the package (``labutils/weights/model.pt``), in eval mode."""
-    shipped = resources.files("labutils") / "weights" / "model.pt"
+    shipped = shipped_weights_path()
     if not shipped.is_file():
         raise WeightsError(
             f"{shipped}: the labutils package ships no pretrained weights yet; train a model and pass its "
             "file or run folder to load_weights"
         )
-    with resources.as_file(shipped) as path:
-        return load_weights(path, device)
+    return load_weights(shipped, device)

@@ -1,5 +1,6 @@
 """The commands, run as a user runs them: output, exit status, and one-line errors without tracebacks."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -290,6 +291,7 @@ def test_evaluate_json_by_category_is_the_table_the_package_ships(checkpoint, tm
     table_file.write_text(result.stdout)
     table = metrics.shipped_categories(table_file)
     assert (table.split, table.decoding, table.n) == (str(pairs), "greedy", 2)
+    assert table.weights == hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()  # the weights measured
     assert {(row.category, row.value, row.n) for row in table.rows} >= {("terms", "one term", 1),
                                                                        ("terms", "two terms", 1)}  # fmt: skip
 

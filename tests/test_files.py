@@ -1,11 +1,12 @@
-"""atomic_write: the old file or the new one, never half of one, and nothing left behind."""
+"""atomic_write: the old file or the new one, never half of one, and nothing left behind; sha256_of."""
 
+import hashlib
 import stat
 
 import pytest
 import torch
 
-from labutils.files import atomic_write
+from labutils.files import atomic_write, sha256_of
 
 
 def test_it_replaces_the_file_readable_by_everyone(tmp_path):
@@ -38,3 +39,12 @@ def test_torch_save_writes_through_it(tmp_path):
 def test_only_writing_modes(tmp_path):
     with pytest.raises(ValueError, match="mode 'w' or 'wb'"), atomic_write(tmp_path / "a", "a"):
         pass
+
+
+def test_sha256_of_hashes_the_whole_file_block_by_block(tmp_path):
+    path = tmp_path / "model.pt"
+    data = bytes(range(256)) * (3 * 4096 + 7)  # three blocks of 1 MiB and a part of one
+    path.write_bytes(data)
+    assert sha256_of(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data[:-1] + b"x")
+    assert sha256_of(path) != hashlib.sha256(data).hexdigest()

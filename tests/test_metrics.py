@@ -1,5 +1,6 @@
 """sympy's verdicts: equivalence, its time limit in a worker process, and the words that say a verdict."""
 
+import hashlib
 import json
 
 import pytest
@@ -103,11 +104,15 @@ def test_accuracy_by_category_counts_every_pair_once_per_category():
 # ------------------------------------------------------------------------------------- the shipped table
 
 
+WEIGHTS = hashlib.sha256(b"some weights").hexdigest()
+
+
 def _table(categories, **top):
     return {
         "split": "test",
         "n": 3,
         "decoding": "greedy",
+        "weights": WEIGHTS,
         "equivalent": 2 / 3,
         **top,
         "categories": categories,
@@ -123,7 +128,7 @@ def test_a_table_by_category_is_read_back_as_rows_that_print(tmp_path):
     path = tmp_path / "categories.json"
     path.write_text(json.dumps(_table([_row(), _row("series", "Laurent (negative powers)", 4, 0.25)])))
     table = metrics.shipped_categories(path)
-    assert (table.split, table.n, table.decoding) == ("test", 3, "greedy")
+    assert (table.split, table.n, table.decoding, table.weights) == ("test", 3, "greedy", WEIGHTS)
     assert table.rows == [
         metrics.CategoryRow("terms", "two terms", 3, 2),
         metrics.CategoryRow("series", "Laurent (negative powers)", 4, 1),
@@ -154,6 +159,7 @@ def test_the_table_that_evaluate_writes_is_the_table_that_is_read(tmp_path, caps
     sources, truths = zip(*pairs)
     wrong = [metrics.WRONG] * len(pairs)  # the writer model writes "1" over and over
     assert table.rows == metrics.by_category(sources, truths, wrong)
+    assert table.weights == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert (table.split, table.decoding, table.n, table.equivalent) == (
         str(tmp_path / "pairs.tsv"),
         "greedy",
@@ -171,6 +177,8 @@ def test_the_table_that_evaluate_writes_is_the_table_that_is_read(tmp_path, caps
         (_table([_row(equivalent=1.5)]), "equivalent 1.5 is not a share"),
         (_table([{**_row(), "category": None}]), "categories[0].category must be str"),
         (_table("rows"), "categories must be list"),
+        ({**_table([]), "weights": None}, "weights must be str, not None"),
+        (_table([], weights="model.pt"), "weights must be the sha256 of the weights measured"),
     ],
 )
 def test_a_damaged_table_is_refused_in_one_line_that_names_the_file(tmp_path, table, message):
@@ -206,3 +214,19 @@ def test_the_shipped_table_covers_every_category_of_its_pairs():
     for category in metrics.CATEGORIES:
         assert sum(row.n for row in table.rows if row.category == category) == table.n, category
     assert sum(row.ok for row in table.rows if row.category == "terms") == round(table.equivalent * table.n)
+
+
+def test_the_shipped_table_measured_the_shipped_weights():
+    """categories.json is never stale: when the shipped weights change, the table must be measured again."""
+    from labutils.model import shipped_weights_path
+
+    try:
+        table = metrics.shipped_categories()
+    except FileNotFoundError:
+        pytest.skip("the package ships no table by category")
+    weights = shipped_weights_path()
+    assert weights.is_file(), f"{metrics.SHIPPED_CATEGORIES} is shipped without the weights it measured"
+    assert table.weights == hashlib.sha256(weights.read_bytes()).hexdigest(), (
+        f"{metrics.SHIPPED_CATEGORIES} was measured on other weights than labutils/weights/model.pt: run "
+        "`python -m labutils evaluate --split test --by category --json` and save its output there"
+    )

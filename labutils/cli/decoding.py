@@ -138,6 +138,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from labutils import data, metrics
     from labutils.decode import translate, translate_beams
+    from labutils.files import sha256_of
+    from labutils.model import shipped_weights_path, weights_file
     from labutils.runtime import plan_threads
 
     args.threads, args.workers = plan_threads(args.threads, args.workers)
@@ -190,9 +192,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rows = metrics.by_category(sources, truths, verdicts) if args.by == "category" else None
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
     if args.json:
+        weights = weights_file(args.checkpoint) if args.checkpoint else shipped_weights_path()
         result = {
             "split": args.split,
             "decoding": decoding,
+            "weights": sha256_of(weights),  # which weights were measured: a saved table can be told stale
             "n": accuracy.n,
             "exact": accuracy.exact / max(accuracy.n, 1),
             "equivalent": accuracy.equivalent / max(accuracy.n, 1),

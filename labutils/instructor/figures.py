@@ -23,7 +23,6 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import matplotlib
@@ -34,12 +33,14 @@ import torch
 from labutils import __version__, metrics
 from labutils.data import outside_family, parse_expression
 from labutils.decode import Prediction, describe_series, predict, read_source
+from labutils.files import sha256_of
 from labutils.metrics import Check, SympyChecker
 from labutils.model import (
     Seq2SeqTransformer,
     WeightsError,
     load_weights,
     scaled_dot_product_attention,
+    shipped_weights_path,
     weights_file,
 )
 from labutils.plotting import (
@@ -78,19 +79,6 @@ class Weights:
 
     def sha256(self) -> str:
         return sha256_of(self.path)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def shipped_weights_path() -> Path:
-    """Where the package's pretrained weights are (the file may not exist yet)."""
-    return Path(str(resources.files("labutils") / "weights" / "model.pt"))
 
 
 def find_weights(checkpoint: str | Path | None = None) -> Weights:
