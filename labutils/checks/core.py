@@ -20,7 +20,6 @@ import contextlib
 import functools
 import hashlib
 import html
-import linecache
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 
 from labutils.checks.compare import number_text, short
-from labutils.checks.guard import ForbiddenCall, switched_off, targets
+from labutils.checks.guard import describe, switched_off, targets
 from labutils.model import ModelConfig, Seq2SeqTransformer
 
 MIME_TYPE = "application/vnd.labutils.check+json"
@@ -240,26 +239,6 @@ class _NotAttempted(Exception):
     pass
 
 
-def _describe(error: BaseException, answer: Callable) -> str:
-    """``TypeError: … (line 4 of your masked_attention: `w = …`)``: the message and where in the answer."""
-    if isinstance(error, ForbiddenCall):
-        return str(error)
-    lines = str(error).strip().splitlines()
-    text = type(error).__name__ + (f": {lines[0][:200]}" if lines else "")
-    code = getattr(answer, "__code__", None)
-    where = None
-    tb = error.__traceback__
-    while tb is not None and code is not None:
-        if tb.tb_frame.f_code.co_filename == code.co_filename:
-            where = tb.tb_lineno
-        tb = tb.tb_next
-    if where is not None:
-        source = linecache.getline(code.co_filename, where).strip()
-        line = where - code.co_firstlineno + 1
-        text += f" (line {line} of your {answer.__name__}" + (f": `{source}`" if source else "") + ")"
-    return text
-
-
 def _guarded(answer: Callable, exercise: Exercise) -> Callable:
     """The answer, run with the exercise's forbidden functions switched off and its errors labelled."""
     places = targets(exercise.forbidden, answer)
@@ -272,7 +251,7 @@ def _guarded(answer: Callable, exercise: Exercise) -> Callable:
             except NotImplementedError as error:
                 raise _NotAttempted() from error
             except Exception as error:  # re-raised as it is (a hidden test may expect it), labelled
-                error._labutils_answer = _describe(error, answer)  # type: ignore[attr-defined]
+                error._labutils_answer = describe(error, answer)  # type: ignore[attr-defined]
                 raise
 
     return guarded

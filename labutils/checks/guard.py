@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import linecache
 import os
 import sys
 import types
@@ -33,6 +34,31 @@ from importlib import import_module
 
 class ForbiddenCall(RuntimeError):
     """Raised by a labutils function switched off while a check runs the answer meant to replace it."""
+
+
+def describe(error: BaseException, answer: object) -> str:
+    """``TypeError: … (line 4 of your masked_attention: `w = …`)``: the message and where in the answer.
+
+    What a check and the grader's runner both say when an answer raised; a switched-off call says only why.
+    """
+    try:
+        lines = str(error).strip().splitlines()
+    except Exception:  # an exception whose __str__ raises
+        lines = []
+    text = type(error).__name__ + (f": {lines[0][:200]}" if lines else "")
+    if type(error).__name__ == "ForbiddenCall":  # by name: in a kernel, this module runs from its source
+        return lines[0] if lines else text
+    code = getattr(answer, "__code__", None)
+    where, tb = None, error.__traceback__
+    while tb is not None and code is not None:
+        if tb.tb_frame.f_code.co_filename == code.co_filename:
+            where = tb.tb_lineno
+        tb = tb.tb_next
+    if where is not None:
+        source = linecache.getline(code.co_filename, where).strip()
+        text += f" (line {where - code.co_firstlineno + 1} of your {getattr(answer, '__name__', 'answer')}"
+        text += (f": `{source[:120]}`" if source else "") + ")"
+    return text
 
 
 def resolve(path: str, load: bool = True) -> tuple[object, str, object] | None:

@@ -16,7 +16,6 @@ the grader judges, never a verdict it believes. Standard library only at import 
 from __future__ import annotations
 
 import hashlib
-import linecache
 import os
 import sys
 import types
@@ -141,28 +140,6 @@ def to_data(value: object, depth: int = 0):
     return {OPAQUE: f"{type(value).__module__}.{type(value).__qualname__}", "repr": text}
 
 
-def describe(error: BaseException, answer: object) -> str:
-    """``TypeError: … (line 4 of your masked_attention: `w = …`)``: the message and where in the answer."""
-    try:
-        lines = str(error).strip().splitlines()
-    except Exception:
-        lines = []
-    text = type(error).__name__ + (f": {lines[0][:200]}" if lines else "")
-    if type(error).__name__ == "ForbiddenCall":
-        return lines[0] if lines else text
-    code = getattr(answer, "__code__", None)
-    where, tb = None, error.__traceback__
-    while tb is not None and code is not None:
-        if tb.tb_frame.f_code.co_filename == code.co_filename:
-            where = tb.tb_lineno
-        tb = tb.tb_next
-    if where is not None:
-        source = linecache.getline(code.co_filename, where).strip()
-        text += f" (line {where - code.co_firstlineno + 1} of your {getattr(answer, '__name__', 'answer')}"
-        text += (f": `{source[:120]}`" if source else "") + ")"
-    return text
-
-
 def call(job_path: str, out_path: str, namespace: dict, guard: dict) -> None:
     """Run the answer ``namespace[job["function"]]`` on each case of the job; write the data back."""
     import torch
@@ -189,7 +166,7 @@ def call(job_path: str, out_path: str, namespace: dict, guard: dict) -> None:
                 except NotImplementedError:
                     out["results"].append({"not_done": True})
                 except BaseException as error:  # SystemExit and KeyboardInterrupt too: one case fails
-                    out["results"].append({"error": describe(error, answer)})
+                    out["results"].append({"error": guard["describe"](error, answer)})
         out["verdict"] = watch.verdict()
     else:
         out["type"] = type(answer).__name__
