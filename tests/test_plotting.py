@@ -407,6 +407,24 @@ def test_plot_losses_reads_a_run_log(tmp_path):
         np.testing.assert_allclose(exact_ax.get_lines()[0].get_ydata(), [0.0, 0.25, 0.75])
 
 
+def test_stage_names_never_overlap_where_a_stage_is_short(tmp_path):
+    """A stage of 2 steps between two long ones: its name and the next one's would share the top line."""
+    stages = ["1"] * 40 + ["2"] * 2 + ["3"] * 40 + ["3 decay"] * 40
+    rows = [f"{s},{100 * (i + 1)},0.1,6400,0.0003,1.0,1.0,0.5,10.0" for i, s in enumerate(stages)]
+    (tmp_path / "log.csv").write_text(
+        "stage,step,epoch,sequences,lr,train_loss,val_loss,val_exact,elapsed_s\n" + "\n".join(rows) + "\n"
+    )
+    fig = plot_losses(tmp_path)
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert [t.get_text().strip() for t in ax.texts] == ["stage 1", "stage 2", "stage 3", "stage 3 decay"]
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert all(ax.bbox.contains(b.x0, b.y0) for b in boxes)  # moved down, not out of the axes
+    plt.close(fig)
+
+
 def test_plot_losses_errors_name_the_file_and_the_columns(tmp_path):
     with pytest.raises(FileNotFoundError, match="no training log"):
         plot_losses(tmp_path)

@@ -55,21 +55,24 @@ def plot_losses(
     exact_ax.set_ylim(0, max(1.0, float(np.max(exact[keep], initial=0)) * 1.05))
     exact_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     exact_ax.set_ylabel("validation exact match", color=canvas.COLOURS[2])
-    _mark_stages(ax, step, stages)
+    labels = _mark_stages(ax, step, stages)
     ax.legend(
         handles=lines, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False, fontsize=canvas.pt(8)
     )
     ax.set_title(title or f"training run: {path.parent.name or path.name}", pad=canvas.pt(8) * 3)
+    _unclash(ax, labels)
     return canvas.finish(fig, save_path)
 
 
-def _mark_stages(ax, step: np.ndarray, stages: list[str] | None) -> None:
-    """A dotted line where each stage of the run began, and the stage's name at the top of its stretch."""
+def _mark_stages(ax, step: np.ndarray, stages: list[str] | None) -> list:
+    """A dotted line where each stage of the run began, and the stage's name at the top of its stretch (the
+    names' texts are returned)."""
     if not stages or len(set(stages)) < 2:
-        return
+        return []
     starts = [0] + [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
     ends = starts[1:] + [len(stages)]
     top = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    labels = []
     for n, (start, end) in enumerate(zip(starts, ends)):
         # A stage continues from the last step of the one before: its line is drawn there.
         begin = step[start - 1] if start > 0 else step[0]
@@ -77,10 +80,27 @@ def _mark_stages(ax, step: np.ndarray, stages: list[str] | None) -> None:
             ax.axvline(begin, color="#555555", ls=":", lw=1.2)
         if n % 2:
             ax.axvspan(begin, step[end - 1], color="#000000", alpha=0.04, lw=0)
-        ax.text(
+        label = ax.text(
             begin, 0.98, f" stage {stages[start]}", transform=top, ha="left", va="top",
             fontsize=canvas.pt(9), color="#333333",
         )  # fmt: skip
+        labels.append(label)
+    return labels
+
+
+def _unclash(ax, labels: list) -> None:
+    """Move each label that would overlap the one before it one line down (a short stage's name), measured
+    in the figure as it will be drawn (its layout done)."""
+    if len(labels) < 2:
+        return
+    ax.figure.draw_without_rendering()
+    renderer = ax.figure.canvas.get_renderer()
+    for previous, label in zip(labels, labels[1:]):
+        before = previous.get_window_extent(renderer)
+        if label.get_window_extent(renderer).x0 < before.x1:
+            x, _ = label.get_position()
+            line = 1.2 * before.height / ax.bbox.height  # in axes fraction, as the labels' y
+            label.set_position((x, previous.get_position()[1] - line))
 
 
 def plot_positional_encoding(
