@@ -234,6 +234,14 @@ def test_minutes_stop_saves_and_resume_continues_bit_for_bit(pairs_file, tmp_pat
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_on_the_gpu_stops_and_resumes_there(pairs_file, tmp_path):
+    stopped = train(tiny(pairs_file), tmp_path / "gpu", minutes=0, device="cuda", progress=False)
+    assert stopped["stopped"] == "out of time"
+    resumed = train(None, tmp_path / "gpu", resume=True, device="cuda", progress=False)
+    assert resumed["steps"] == 10 and resumed["finished"]
+
+
 def test_ctrl_c_stops_after_the_step_and_saves(pairs_file, tmp_path):
     class InterruptingBar:  # a progress bar that presses Ctrl-C during the third step
         def __init__(self, **kwargs):

@@ -187,13 +187,6 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _autocast(device: torch.device):
-    """bf16 mixed precision on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only, not on biases and norms."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -244,7 +237,7 @@ def train(
         state.log = load_initial_weights(model, config)
     torch.manual_seed(config.seed + rank)  # each process its own dropout masks
     if resume:
-        state = folder.restore(model, optimizer, device, restore_rng=is_main)
+        state = folder.restore(model, optimizer, restore_rng=is_main)
         if not is_main:  # only the first process's RNG states are saved
             torch.manual_seed(config.seed + rank + 1_000_003 * state.step)
     state.start_of_run = state.start_of_run or curve_end(state.log)

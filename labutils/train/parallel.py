@@ -21,6 +21,8 @@ def setup(device: str | None, threads: int | None, seed: int) -> tuple[torch.dev
     if where.type == "cuda" and where.index is None and "LOCAL_RANK" in os.environ:
         where = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     if where.type == "cuda":
+        if where.index is None:
+            where = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(where)
         torch.backends.cuda.matmul.allow_tf32 = True
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -114,9 +114,13 @@ class RunFolder:
         with atomic_write(self.last) as file:
             torch.save(state, file)
 
-    def restore(self, model, optimizer, device: torch.device, restore_rng: bool) -> Progress:
-        """The weights, optimizer and progress of ``last.pt``; the RNG states too if ``restore_rng``."""
-        state = torch.load(self.last, map_location=device, weights_only=True)
+    def restore(self, model, optimizer, restore_rng: bool) -> Progress:
+        """The weights, optimizer and progress of ``last.pt``; the RNG states too if ``restore_rng``.
+
+        Loaded on the CPU, where the RNG states must be: the weights and the optimizer's state are copied to
+        the model's device by ``load_state_dict``.
+        """
+        state = torch.load(self.last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if restore_rng:
