@@ -483,3 +483,28 @@ def test_plotting_imports_only_tokens_from_the_package():
         name for name in imported if name.startswith("labutils") and not name.startswith("labutils.plotting")
     }
     assert outside == {"labutils.tokens"}
+
+
+def test_stage_names_stay_inside_the_axes_and_clear_of_the_curves(tmp_path):
+    """A short last stage at the right edge, and validation exact match reaching 100% under the names."""
+    stages = ["1"] * 60 + ["2"] * 60 + ["2 decay"] * 2
+    rows = [
+        f"{s},{100 * (i + 1)},0.1,6400,0.0003,{2.0 / (i + 1)},{2.1 / (i + 1)},{min(1.0, i / 60)},10.0"
+        for i, s in enumerate(stages)
+    ]
+    (tmp_path / "log.csv").write_text(
+        "stage,step,epoch,sequences,lr,train_loss,val_loss,val_exact,elapsed_s\n" + "\n".join(rows) + "\n"
+    )
+    fig = plot_losses(tmp_path)
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    loss_ax, exact_ax = fig.axes
+    boxes = [t.get_window_extent(renderer) for t in loss_ax.texts]
+    assert len(boxes) == 3
+    assert all(loss_ax.bbox.x0 <= b.x0 and b.x1 <= loss_ax.bbox.x1 for b in boxes)
+    for axis in (loss_ax, exact_ax):
+        for line in (line for line in axis.get_lines() if not line.get_label().startswith("_")):  # the curves
+            points = axis.transData.transform(line.get_xydata())
+            assert not any(b.contains(x, y) for b in boxes for x, y in points), line.get_label()
+    assert max(exact_ax.get_yticks()) == 1.0  # the axis runs higher, its ticks stop at 100%
+    plt.close(fig)

@@ -61,6 +61,7 @@ def plot_losses(
     )
     ax.set_title(title or f"training run: {path.parent.name or path.name}", pad=canvas.pt(8) * 3)
     _unclash(ax, labels)
+    _make_room(ax, lines, labels)
     return canvas.finish(fig, save_path)
 
 
@@ -101,6 +102,54 @@ def _unclash(ax, labels: list) -> None:
             x, _ = label.get_position()
             line = 1.2 * before.height / ax.bbox.height  # in axes fraction, as the labels' y
             label.set_position((x, previous.get_position()[1] - line))
+
+
+def _make_room(ax, curves: list, labels: list) -> None:
+    """Keep the stage names clear: widen the step axis so that the last names end inside it, then raise the
+    top of each y axis until no point of its ``curves`` lies under a name. A linear axis (exact match) keeps
+    its ticks from 0 to 100%."""
+    if not labels:
+        return
+    pad = 4.0  # pixels between a name and the axes' edge
+    fig = ax.figure
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    left, right = ax.get_xlim()
+    width = ax.bbox.width
+    new_right = right
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        if box.x1 > ax.bbox.x1 - pad:
+            share = (box.width + pad) / width  # of the axes' width, taken by the name from its line on
+            begin = label.get_position()[0]
+            new_right = max(new_right, (begin - share * left) / (1 - share))
+    if new_right > right:
+        ax.set_xlim(left, new_right)
+        fig.draw_without_rendering()
+
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    lowest = min((box.y0 - ax.bbox.y0) / ax.bbox.height for box in boxes) - 0.02  # in axes fraction
+    for axis in {line.axes for line in curves}:
+        points = [line.get_xydata() for line in curves if line.axes is axis and line.get_xydata().size]
+        if not points:
+            continue
+        xy = np.concatenate(points)
+        xy = xy[np.all(np.isfinite(xy), axis=1)]
+        on_screen = axis.transData.transform(xy)
+        under = np.zeros(len(xy), dtype=bool)
+        for box in boxes:
+            under |= (on_screen[:, 0] >= box.x0 - pad) & (on_screen[:, 0] <= box.x1 + pad)
+        if not under.any():
+            continue
+        log = axis.get_yscale() == "log"
+        bottom, top = np.log10(axis.get_ylim()) if log else axis.get_ylim()
+        highest = float(np.max(np.log10(xy[under, 1]) if log else xy[under, 1]))
+        if (highest - bottom) / (top - bottom) > lowest:
+            new_top = bottom + (highest - bottom) / lowest
+            percent_ticks = [t for t in axis.get_yticks() if 0 <= t <= 1]
+            axis.set_ylim(axis.get_ylim()[0], 10**new_top if log else new_top)
+            if not log:
+                axis.set_yticks(percent_ticks)
 
 
 def plot_positional_encoding(
