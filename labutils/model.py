@@ -73,6 +73,11 @@ class SinusoidalPositionalEncoding(nn.Module):
         _check_positions(offset, x.size(1), self.max_len)
         return x + self.pe[offset : offset + x.size(1)]
 
+    def at(self, positions: Tensor) -> Tensor:
+        """The encodings of the positions ``(B, L)`` (whole numbers), ``(B, L, d_model)``."""
+        _check_position_ids(positions, self.max_len)
+        return self.pe[positions]
+
 
 class LearnedPositionalEncoding(nn.Module):
     """One learned vector per position (as in BERT/GPT), an alternative to the sinusoids."""
@@ -88,11 +93,23 @@ class LearnedPositionalEncoding(nn.Module):
         _check_positions(offset, x.size(1), self.max_len)
         return x + self.embedding.weight[offset : offset + x.size(1)]
 
+    def at(self, positions: Tensor) -> Tensor:
+        """The vectors of the positions ``(B, L)`` (whole numbers), ``(B, L, d_model)``."""
+        _check_position_ids(positions, self.max_len)
+        return self.embedding(positions)
+
 
 def _check_positions(offset: int, L: int, max_len: int) -> None:
     if offset < 0 or offset + L > max_len:
         raise ValueError(
             f"positions {offset}..{offset + L - 1} do not fit: this model encodes at most {max_len} positions"
+        )
+
+
+def _check_position_ids(positions: Tensor, max_len: int) -> None:
+    if positions.numel() and int(positions.max()) >= max_len:
+        raise ValueError(
+            f"position {int(positions.max())} does not fit: this model encodes at most {max_len} positions"
         )
 
 
@@ -122,16 +139,26 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, src_pad_mask: Tensor | None = None, need_weights: bool = False
+        self,
+        x: Tensor,
+        src_pad_mask: Tensor | None = None,
+        need_weights: bool = False,
+        causal: bool = False,
+        cache: AttentionCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``x`` ``(B, Ls, d_model)`` → same shape, and the weights ``(B, H, Ls, Ls)`` if asked for."""
+        """``x`` ``(B, Ls, d_model)`` → same shape, and the weights ``(B, H, Ls, Ls)`` if asked for.
+
+        The encoder's layer sees every position. With ``causal`` (and a ``cache`` of the positions before,
+        ``x`` holding only the new ones) the same layer is a GPT block: masked self-attention, no memory.
+        """
+        options = {"causal": causal, "need_weights": need_weights, "cache": cache}
         if self.norm_first:
             h = self.norm1(x)
-            a, weights = self.self_attn(h, h, h, src_pad_mask, need_weights=need_weights)
+            a, weights = self.self_attn(h, h, h, src_pad_mask, **options)
             x = x + self.dropout(a)
             x = x + self.dropout(self.feed_forward(self.norm2(x)))
         else:
-            a, weights = self.self_attn(x, x, x, src_pad_mask, need_weights=need_weights)
+            a, weights = self.self_attn(x, x, x, src_pad_mask, **options)
             x = self.norm1(x + self.dropout(a))
             x = self.norm2(x + self.dropout(self.feed_forward(x)))
         return x, weights
@@ -251,6 +278,8 @@ class KVCache:
 class Seq2SeqTransformer(nn.Module):
     """The lecture's encoder–decoder transformer: expression tokens in, Taylor-series token logits out."""
 
+    architecture = "encoder-decoder"  # what its weights file says it is (the decoder-only model: labutils.gpt)
+
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config = config or ModelConfig()
@@ -354,6 +383,19 @@ class Seq2SeqTransformer(nn.Module):
         return logits, {"encoder": encoder_attention, **attention}
 
 
+    @torch.no_grad()
+    def attention_maps(self, src_codes: list[int], prediction_codes: list[int]) -> dict:
+        """Every map of one teacher-forced pass (see :func:`attention_for_codes`), on the CPU, with labels."""
+        tgt_codes = ([SOS_IDX] + list(prediction_codes))[: self.config.max_tgt_len]
+        src = torch.tensor([src_codes], device=self.device)  # (1, Ls)
+        tgt = torch.tensor([tgt_codes], device=self.device)  # (1, Lt)
+        _, attention = self(src, tgt, return_attention=True)
+        result = {key: [w.cpu() for w in maps] for key, maps in attention.items()}
+        result["source_tokens"] = SOURCE_VOCAB.tokens_of(src_codes)
+        result["target_tokens"] = TARGET_VOCAB.tokens_of(tgt_codes)
+        return result
+
+
 def _check_codes(codes: Tensor, name: str, max_len: int, limit: str) -> None:
     if not isinstance(codes, Tensor) or codes.dim() != 2 or codes.dtype != torch.long:
         got = f"{tuple(codes.shape)} {codes.dtype}" if isinstance(codes, Tensor) else type(codes).__name__
@@ -387,32 +429,28 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def attention_for(model: Seq2SeqTransformer, source: str, prediction: str) -> dict:
+def attention_for(model: nn.Module, source: str, prediction: str) -> dict:
     """Every attention map of one teacher-forced pass, with the tokens that label their axes.
 
     The source is coded ``<sos> … <eos>``; the decoder input is ``<sos>`` + the prediction's tokens (the
     prediction may be empty). Tensors are ``(1, H, ·, ·)`` on the CPU: ``encoder`` (Ls, Ls), ``decoder``
     (Lt, Lt), ``cross`` (Lt, Ls); ``source_tokens`` label Ls, ``target_tokens`` label Lt.
+    The decoder-only model (:mod:`labutils.gpt`) answers with the same keys but ``encoder``, its ``cross``
+    being the block of its self-attention where series tokens look at source tokens.
     """
     tgt_codes = TARGET_VOCAB.encode(tokenize(prediction)) if prediction.strip() else []
     return attention_for_codes(model, code(source, SOURCE_VOCAB), tgt_codes)
 
 
 @torch.no_grad()
-def attention_for_codes(model: Seq2SeqTransformer, src_codes: list[int], prediction_codes: list[int]) -> dict:
+def attention_for_codes(model: nn.Module, src_codes: list[int], prediction_codes: list[int]) -> dict:
     """:func:`attention_for` from codes: source ``<sos> … <eos>``, and the prediction's codes without ``<sos>``.
 
     A prediction that ran to the length limit without ``<eos>`` is read up to the positions the model has.
+    Each model says how it is looked inside (its ``attention_maps``); this is the one call for both.
     """
-    tgt_codes = ([SOS_IDX] + list(prediction_codes))[: model.config.max_tgt_len]
-    src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
-    tgt = torch.tensor([tgt_codes], device=model.device)  # (1, Lt)
     with evaluating(model):
-        _, attention = model(src, tgt, return_attention=True)
-    result = {key: [w.cpu() for w in maps] for key, maps in attention.items()}
-    result["source_tokens"] = SOURCE_VOCAB.tokens_of(src_codes)
-    result["target_tokens"] = TARGET_VOCAB.tokens_of(tgt_codes)
-    return result
+        return model.attention_maps(list(src_codes), list(prediction_codes))
 
 
 # ------------------------------------------------------------------------------------------ saving, loading
@@ -425,7 +463,7 @@ class WeightsError(ValueError):
     """A weights file that is missing, damaged, of another kind, or made for other vocabularies."""
 
 
-def save_weights(model: Seq2SeqTransformer, path: str | os.PathLike, **extra) -> Path:
+def save_weights(model: nn.Module, path: str | os.PathLike, **extra) -> Path:
     """Write the model's config, vocabularies and weights to ``path`` atomically; ``extra`` is stored too.
 
     The file is written next to its destination and then renamed, so a crash never leaves half a file.
@@ -437,9 +475,11 @@ def save_weights(model: Seq2SeqTransformer, path: str | os.PathLike, **extra) ->
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "labutils_version": sys.modules[__package__].__version__,  # the package, loaded before this module
+        "architecture": model.architecture,
         "config": asdict(model.config),
         "source_vocab": list(SOURCE_VOCAB.itos),
         "target_vocab": list(TARGET_VOCAB.itos),
+        **{key: list(tokens) for key, tokens in getattr(model, "vocabularies", {}).items()},
         "state_dict": {name: t.detach().cpu() for name, t in model.state_dict().items()},
         **extra,
     }
@@ -460,8 +500,12 @@ def weights_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_weights(path: str | os.PathLike, device: torch.device | str | None = None) -> Seq2SeqTransformer:
-    """The model saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode."""
+def read_weights(path: str | os.PathLike) -> tuple[Path, dict]:
+    """The file ``path`` names and its checked contents (format, version, vocabularies); WeightsError if bad.
+
+    ``payload["architecture"]`` says which model it holds (files written before there were two hold the
+    encoder–decoder): :func:`labutils.models.load_weights` builds either.
+    """
     path = weights_file(path)
     with open(path, "rb") as file:
         if file.read(2) != b"PK":  # torch.save writes a zip archive
@@ -485,15 +529,34 @@ def load_weights(path: str | os.PathLike, device: torch.device | str | None = No
             raise WeightsError(
                 f"{path}: saved {key.replace('_', ' ')} differs from this labutils' {vocab.name}"
             )
+    payload.setdefault("architecture", Seq2SeqTransformer.architecture)
+    return path, payload
+
+
+def model_from_payload(path: Path, payload: dict, Model: type, Config: type) -> nn.Module:
+    """The ``Model(Config(…))`` a checked weights file holds, its weights loaded; WeightsError if they misfit."""
+    if payload["architecture"] != Model.architecture:
+        raise WeightsError(
+            f"{path}: holds the {payload['architecture']} model, not the {Model.architecture}; "
+            "load it with labutils.load_weights"
+        )
     try:
-        known = {f.name for f in fields(ModelConfig)}
-        config = ModelConfig(**{k: v for k, v in payload["config"].items() if k in known})
-        model = Seq2SeqTransformer(config)
+        known = {f.name for f in fields(Config)}
+        model = Model(Config(**{k: v for k, v in payload["config"].items() if k in known}))
         model.load_state_dict(payload["state_dict"])
     except Exception as error:
         raise WeightsError(
             f"{path}: config or weights do not fit the model ({_reason(error, 160)})"
         ) from error
+    return model
+
+
+def load_weights(path: str | os.PathLike, device: torch.device | str | None = None) -> Seq2SeqTransformer:
+    """The encoder–decoder saved in ``path`` (a weights file, or a run folder holding ``best.pt``), in eval mode.
+
+    :func:`labutils.models.load_weights` loads either model.
+    """
+    model = model_from_payload(*read_weights(path), Seq2SeqTransformer, ModelConfig)
     return model.to(device or "cpu").eval()
 
 
@@ -505,9 +568,16 @@ def _reason(error: BaseException, width: int) -> str:
     return textwrap.shorten(lines[0], width, placeholder=" …") if lines else type(error).__name__
 
 
-def shipped_weights_path() -> Path:
-    """Where the package's pretrained weights are (``labutils/weights/model.pt``; the file may not exist)."""
-    return Path(str(resources.files("labutils") / "weights" / "model.pt"))
+def shipped_weights_path(architecture: str = "encoder-decoder") -> Path:
+    """Where the package's pretrained weights are (the file may not exist).
+
+    The encoder–decoder's are ``labutils/weights/model.pt``; the decoder-only model's are in a folder of
+    their own, ``labutils/weights/decoder-only/model.pt``, beside its training log and table by category.
+    """
+    weights = resources.files("labutils") / "weights"
+    if architecture != Seq2SeqTransformer.architecture:
+        weights = weights / architecture
+    return Path(str(weights / "model.pt"))
 
 
 def load_pretrained(device: torch.device | str | None = None) -> Seq2SeqTransformer:

@@ -19,6 +19,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
+#: The models the commands know (labutils.models.KINDS, written out so that --help loads no torch).
+MODEL_KINDS = ("encoder-decoder", "decoder-only")
+
+
+def add_model_choice(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--model encoder-decoder|decoder-only``; an unknown name is a one-line usage error."""
+    parser.add_argument("--model", choices=MODEL_KINDS, metavar="|".join(MODEL_KINDS), help=what)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -7,11 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from labutils.cli.common import UsageError, positive_float, positive_int
+from labutils.cli.common import UsageError, add_model_choice, positive_float, positive_int
 
 
 def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="recipe: tiny, cpu or full (default with --resume: the run's own)")
+    add_model_choice(parser, "the model to train (default: encoder-decoder; with --resume: the run's own)")
     parser.add_argument("--out", required=True, help="run folder (config.json, log.csv, last.pt, best.pt)")
     parser.add_argument("--data", help="source<TAB>target file (.gz allowed); default: the shipped splits")
     parser.add_argument("--config", help="JSON object, or a .json file, overriding preset fields")
@@ -67,12 +68,12 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         runtime.device(args.device)
         if args.preset is not None:
-            config = training.make_config(args.preset, overrides)
+            config = training.make_config(args.preset, overrides, args.model or "encoder-decoder")
         elif args.resume:
             saved = Path(args.out) / "config.json"
             if not saved.is_file():
                 raise UsageError(f"nothing to resume: {saved} does not exist")
-            config = training.make_config(json.loads(saved.read_text()), overrides)
+            config = training.make_config(json.loads(saved.read_text()), overrides, args.model)
         else:
             raise UsageError("--preset is required (tiny, cpu or full) unless --resume")
         if args.decay:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from labutils.model import ModelConfig, Seq2SeqTransformer, evaluating
+from labutils import models
+from labutils.model import ModelConfig, evaluating
 from labutils.tokens import (
     PAD_IDX,
     SOURCE_VOCAB,
@@ -100,7 +101,7 @@ def load_data(config: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[st
 
 
 def code_pairs(
-    pairs: Sequence[tuple[str, str]], model_config: ModelConfig
+    pairs: Sequence[tuple[str, str]], model_config: ModelConfig | Any
 ) -> list[tuple[list[int], list[int]]]:
     """Delimited codes of each pair; pairs longer than ``max_src_len``/``max_tgt_len`` are left out."""
     coded = []
@@ -210,7 +211,7 @@ def train(
     device: str | None = None,
     progress: bool | Callable[..., Any] = True,
 ) -> dict[str, Any]:
-    """Train a Seq2SeqTransformer as ``config`` says, writing the run folder ``out``; returns a summary.
+    """Train the model ``config`` names (``architecture``) as it says, writing the run folder ``out``; returns a summary.
 
     ``resume`` continues the run saved in ``out/last.pt`` (``config=None`` takes ``out/config.json``);
     ``minutes`` stops after that much training time; ``progress`` shows a tqdm bar on stderr (or pass your
@@ -230,7 +231,7 @@ def train(
     val_batches = _validation_batches(val_codes, config)
 
     # The model and its optimizer: new, from trained weights (init), or where the run stopped (resume).
-    model = Seq2SeqTransformer(model_config).to(device)
+    model = models.build(config.architecture, model_config).to(device)
     optimizer = _optimizer(model, config, device)
     state = Progress()
     if config.init is not None and not resume:

@@ -6,17 +6,22 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from labutils import models
 from labutils.model import ModelConfig
-from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB
 
 SCHEDULES = ("cosine", "wsd")
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; ``model`` holds the ModelConfig fields (vocabulary sizes filled in)."""
+    """Everything a run depends on; ``model`` holds the fields of the model's config (vocabularies filled in).
+
+    ``architecture`` names the model (:data:`labutils.models.KINDS`): ``model`` holds ``ModelConfig`` fields
+    for the encoder–decoder, ``DecoderOnlyConfig`` fields for the decoder-only model.
+    """
 
     model: dict[str, Any] = field(default_factory=dict)
+    architecture: str = models.DEFAULT_KIND
     lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
     min_lr: float = 1e-5  # the floor of the decay
     warmup_steps: int = 500
@@ -38,12 +43,15 @@ class TrainConfig:
     init: str | None = None  # start from these weights (a weights file or run folder), not random ones
 
     def __post_init__(self):
-        if isinstance(self.model, ModelConfig):
+        models.check_kind(self.architecture)
+        if not isinstance(self.model, dict):  # a config object
             self.model = asdict(self.model)
-        self.model = {"src_vocab_size": len(SOURCE_VOCAB), "tgt_vocab_size": len(TARGET_VOCAB), **self.model}
-        unknown = set(self.model) - {f.name for f in fields(ModelConfig)}
+        vocabularies = {k: v for k, v in asdict(models.config_class(self.architecture)()).items()
+                        if k.endswith("vocab_size")}  # fmt: skip
+        self.model = {**vocabularies, **self.model}
+        unknown = set(self.model) - models.config_fields(self.architecture)
         if unknown:
-            raise ValueError(f"unknown model field {sorted(unknown)[0]!r}")
+            raise ValueError(f"unknown {self.architecture} model field {sorted(unknown)[0]!r}")
         self.model_config()  # its own checks: d_model divisible by n_heads, …
         for name in ("max_steps", "batch_size", "val_every", "val_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -57,8 +65,9 @@ class TrainConfig:
                 f"decay_steps must be a whole number from 0 to max_steps, got {self.decay_steps!r}"
             )
 
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(**self.model)
+    def model_config(self) -> ModelConfig | Any:
+        """The model's config object (``ModelConfig``, or ``DecoderOnlyConfig`` for the decoder-only model)."""
+        return models.config_class(self.architecture)(**self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +82,7 @@ class TrainConfig:
 def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split flat config keys into (training fields, model fields); unknown keys are an error."""
     train_names = {f.name: f for f in fields(TrainConfig)}
-    model_names = {f.name for f in fields(ModelConfig)}
+    model_names = models.config_fields(values.get("architecture", models.DEFAULT_KIND))
     training, model = {}, dict(values.get("model") or {})
     for key, value in values.items():
         if key == "model":
@@ -112,17 +121,49 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The recipe of the shipped model: the cpu recipe, trained longer (labutils/weights/TRAINING.md).
 PRESETS["full"] = {**PRESETS["cpu"], "max_steps": 15_000}
 
+#: The decoder-only model's recipes, under the same names. ``tiny`` has the encoder–decoder's tiny budget
+#: (steps, batches, pairs), so that notebook 07 compares the two on equal terms; ``cpu`` and ``full`` stack
+#: six causal layers of the encoder–decoder's width, about as many weights as its three and three.
+DECODER_ONLY_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "architecture": "decoder-only", "d_model": 32, "n_heads": 2, "n_layers": 2, "d_ff": 64, "dropout": 0.0,
+        "max_src_len": 64, "max_tgt_len": 512, "positional": "sinusoidal", "norm_first": True,
+        "tie_embeddings": True,
+        **{k: v for k, v in PRESETS["tiny"].items() if k not in models.config_fields("encoder-decoder")},
+    },
+    "cpu": {
+        "architecture": "decoder-only", "d_model": 128, "n_heads": 4, "n_layers": 6, "d_ff": 512,
+        "dropout": 0.0, "tie_embeddings": True, "lr": 1e-3, "min_lr": 3e-5, "warmup_steps": 300,
+        "max_steps": 9_000, "batch_size": 256, "max_tokens": 6000, "val_every": 250, "val_size": 500,
+    },
+}  # fmt: skip
+DECODER_ONLY_PRESETS["full"] = {**DECODER_ONLY_PRESETS["cpu"], "max_steps": 15_000}
 
-def make_config(preset: str | dict[str, Any] = "cpu", overrides: dict[str, Any] | None = None) -> TrainConfig:
+
+def presets_for(architecture: str) -> dict[str, dict[str, Any]]:
+    """The presets of a model, by name."""
+    return DECODER_ONLY_PRESETS if models.check_kind(architecture) == "decoder-only" else PRESETS
+
+
+def make_config(
+    preset: str | dict[str, Any] = "cpu",
+    overrides: dict[str, Any] | None = None,
+    architecture: str | None = None,
+) -> TrainConfig:
     """A preset (by name, or a dict such as a run's config.json) with ``overrides`` applied.
 
-    Keys are flat (``{"d_model": 64, "lr": 3e-4}``) or model fields nested in ``model``; unknown keys are
-    a ValueError.
+    A preset named by a string is the ``architecture``'s (default: the encoder–decoder's). Keys are flat
+    (``{"d_model": 64, "lr": 3e-4}``) or model fields nested in ``model``; unknown keys are a ValueError.
     """
     if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-        preset = PRESETS[preset]
+        table = presets_for(architecture or models.DEFAULT_KIND)
+        if preset not in table:
+            raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(table)}")
+        preset = table[preset]
+    elif architecture is not None and preset.get("architecture", models.DEFAULT_KIND) != architecture:
+        raise ValueError(
+            f"the run is of the {preset.get('architecture', models.DEFAULT_KIND)} model, not the {architecture}"
+        )
     return TrainConfig.from_dict(_merge(preset, overrides or {}))
 
 

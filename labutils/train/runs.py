@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from labutils.files import atomic_write
-from labutils.model import Seq2SeqTransformer, WeightsError, load_weights, save_weights, weights_file
+from labutils import models
+from labutils.model import WeightsError, save_weights, weights_file
 from labutils.train.config import TrainConfig
 
 LOG_COLUMNS = (
@@ -101,7 +102,7 @@ class RunFolder:
             csv.DictWriter(file, fieldnames=LOG_COLUMNS).writerow(row)
 
     def save_best(
-        self, model: Seq2SeqTransformer, progress: Progress, val_exact: float, val_loss: float
+        self, model: torch.nn.Module, progress: Progress, val_exact: float, val_loss: float
     ) -> None:
         save_weights(model, self.best, step=progress.step, val_exact=val_exact, val_loss=val_loss,
                      curve=[dict(row) for row in progress.log])  # fmt: skip
@@ -134,15 +135,17 @@ def differences(wanted: dict[str, Any], saved: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in wanted if wanted[k] != saved.get(k)))
 
 
-def load_initial_weights(model: Seq2SeqTransformer, config: TrainConfig) -> list[dict[str, Any]]:
+def load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """Copy the weights ``config.init`` names into ``model`` and return the learning curve that made them.
 
     RunError if they are unreadable or of another shape.
     """
     try:
-        start = load_weights(config.init)
+        start = models.load_weights(config.init)
     except WeightsError as error:
         raise RunError(f"init: {error}") from None
+    if start.architecture != config.architecture:
+        raise RunError(f"init: {config.init} holds the {start.architecture} model, not the {config.architecture}")
     wanted, saved = asdict(config.model_config()), asdict(start.config)
     if wanted != saved:
         changed = differences(wanted, saved)
@@ -191,12 +194,12 @@ def export_weights(checkpoint: str | Path, out: str | Path, half: bool = False) 
         raise RunError(f"{checkpoint}: not a readable checkpoint ({str(error).strip()[:120]})") from None
     if "optimizer" in state:  # a run's last.pt
         config = TrainConfig.from_dict(state["config"])
-        model = Seq2SeqTransformer(config.model_config())
+        model = models.build(config.architecture, config.model_config())
         model.load_state_dict(state["model"])
         curve, step = state["log"], state["step"]
     else:
         try:
-            model = load_weights(checkpoint)
+            model = models.load_weights(checkpoint)
         except WeightsError as error:
             raise RunError(str(error)) from None
         curve, step = curve_of(checkpoint), state.get("step")
