@@ -18,8 +18,9 @@ layer=1, head=2)`` takes the layer's weights and the token lists of that kind fr
 
 from labutils.plotting.curves import plot_losses, plot_positional_encoding
 from labutils.plotting.diagram import plot_transformer
-from labutils.plotting.heatmaps import KINDS as KINDS
-from labutils.plotting.heatmaps import next_tokens, plot_attention, plot_attention_grid, plot_mask
+from labutils.plotting.heatmaps import plot_attention, plot_attention_grid, plot_mask
+from labutils.plotting.maps import KINDS as KINDS
+from labutils.plotting.maps import next_tokens
 
 __all__ = [
     "plot_attention",

@@ -13,7 +13,6 @@ and predicts ``*`` (:func:`next_tokens`).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,33 +24,18 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from labutils.plotting import canvas
-from labutils.tokens import EOS, PAD, SPECIALS
-
-# kind → (title, query side, key side); ``attention_for``'s dict labels a side with ``{side}_tokens``.
-KINDS: dict[str | None, tuple[str, str | None, str | None]] = {
-    "encoder": ("encoder self-attention", "source", "source"),
-    "decoder": ("decoder self-attention (causal)", "target", "target"),
-    "cross": ("cross-attention (target → source)", "target", "source"),
-    None: ("attention", None, None),
-}
-
-# Kinds whose queries are the decoder's input: their rows are labelled ``reads → predicts``.
-_PREDICTING = ("decoder", "cross")
-ARROW = " → "
-#: What a row predicts when the series goes on past the last token shown (a series cut at the length limit).
-NOT_SHOWN = "…"
+from labutils.plotting import canvas, maps
+from labutils.plotting.maps import ARROW, KINDS, MASKED
 
 # Masked cells: light grey under a hatching, one pattern per reason, so they never pass for weights near 0.
-_MASKED_FILL, _HATCH_COLOUR = "#e6e6e6", "#555555"
+MASKED_FILL, _HATCH_COLOUR = "#e6e6e6", "#555555"
 _ALLOWED = (
     "#2c6e8f"  # plot_mask's allowed cells: dark, so that they differ from masked ones in grey scale too
 )
-_PAD, _FUTURE, _MASKED = 1, 2, 3
 _MASK_STYLE = {
-    _PAD: ("<pad>", "xxx"),
-    _FUTURE: ("future key (causal)", "////"),
-    _MASKED: ("masked", "\\\\\\\\"),
+    maps.PADDED: ("<pad>", "xxx"),
+    maps.FUTURE: ("future key (causal)", "////"),
+    maps.MASKED: ("masked", "\\\\\\\\"),
 }
 
 
@@ -100,12 +84,17 @@ def plot_attention(
     The colour scale is 0–1 so that maps compare; ``vmax=None`` stretches it to the largest weight shown.
     """
     save_path = canvas.check_save(save)
-    kind = _check_kind(kind)
+    kind = maps.check_kind(kind)
     if isinstance(weights, Mapping):
-        layers, query_tokens, key_tokens = _from_dict(weights, kind, query_tokens, key_tokens)
+        name = maps.title_of(kind, weights)
+        layers, query_tokens, key_tokens, predicted_tokens = maps.from_dict(
+            weights, kind, query_tokens, key_tokens, predicted_tokens
+        )
         layer = canvas.check_index(layer, len(layers), "layer", f"the {kind} attention has")
         weights = layers[layer]
-    heads, has_heads = _heads(weights)
+    else:
+        name = KINDS[kind][0]
+    heads, has_heads = maps.heads(weights)
     if has_heads:
         if head is None:
             raise ValueError(f"these weights have {len(heads)} heads: choose one, head=0..{len(heads) - 1}")
@@ -113,28 +102,28 @@ def plot_attention(
         w = heads[head]
     else:
         w = heads[0]
-    q_labels, k_labels, q_tokens, k_tokens = _labels_for(
+    q_labels, k_labels, q_tokens, k_tokens = maps.labels_for(
         w.shape, query_tokens, key_tokens, kind, predicted=predicted_tokens
     )
-    codes, should_be_zero = _mask_codes(
+    codes, should_be_zero = maps.mask_codes(
         w.shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
     )
-    _warn_if_masked_weight(w[None], should_be_zero)
+    maps.warn_if_masked_weight(w[None], should_be_zero)
 
-    landscape = _landscape(landscape, kind, w.shape)
+    landscape = is_landscape(landscape, kind, w.shape)
     drawn = (w.shape[::-1], k_labels, q_labels) if landscape else (w.shape, q_labels, k_labels)
     fig, ax, (width, height) = canvas.figure_for(ax, _single_size(*drawn))
-    codes = np.where((codes == 0) & np.isnan(w), _MASKED, codes)
+    codes = np.where((codes == 0) & np.isnan(w), MASKED, codes)
     top = (np.nanmax(np.where(codes == 0, w, np.nan), initial=0.0) or 1.0) if vmax is None else vmax
     image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind, landscape=landscape)
     bar_aspect = float(np.clip(height / 0.2, 10, 60))  # a bar about 0.2 in wide, whatever the map's height
     fig.colorbar(
-        image, ax=ax, label="attention weight", extend=_extend(w[codes == 0], 0.0, top), aspect=bar_aspect
+        image, ax=ax, label="attention weight", extend=colorbar_extend(w[codes == 0], 0.0, top), aspect=bar_aspect
     )
     legend = _mask_legend(ax, codes)
     if title is None:
         title = ", ".join(
-            [KINDS[kind][0]]
+            [name]
             + [f"{n} {i + 1}" for n, i in (("layer", layer), ("head", head)) if i is not None]
         )
     ax.set_title(title, pad=26 if legend else 6)
@@ -174,8 +163,11 @@ def plot_attention_grid(
     numbered from 1 in the titles.
     """
     save_path = canvas.check_save(save)
-    kind = _check_kind(kind)
-    rows, query_tokens, key_tokens = _layers_for_grid(weights, kind, layers, query_tokens, key_tokens)
+    kind = maps.check_kind(kind)
+    rows, query_tokens, key_tokens, predicted_tokens = maps.layers_for_grid(
+        weights, kind, layers, query_tokens, key_tokens, predicted_tokens
+    )
+    name = maps.title_of(kind, weights if isinstance(weights, Mapping) else None)
     n_heads = rows[0][1].shape[0]
     heads = (
         list(range(n_heads))
@@ -184,15 +176,15 @@ def plot_attention_grid(
     )
     if not heads:
         raise ValueError("heads is empty: give at least one head")
-    panels = [(layer, head, maps[head]) for layer, maps in rows for head in heads]
-    q_labels, k_labels, q_tokens, k_tokens = _labels_for(
+    panels = [(layer, head, layer_maps[head]) for layer, layer_maps in rows for head in heads]
+    q_labels, k_labels, q_tokens, k_tokens = maps.labels_for(
         panels[0][2].shape, query_tokens, key_tokens, kind, predicted=predicted_tokens
     )
-    codes, should_be_zero = _mask_codes(
+    codes, should_be_zero = maps.mask_codes(
         panels[0][2].shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind
     )
-    _warn_if_masked_weight(np.stack([p[2] for p in panels]), should_be_zero)
-    landscape = _landscape(landscape, kind, panels[0][2].shape)
+    maps.warn_if_masked_weight(np.stack([p[2] for p in panels]), should_be_zero)
+    landscape = is_landscape(landscape, kind, panels[0][2].shape)
     lq, lk = panels[0][2].shape[::-1] if landscape else panels[0][2].shape
     panel_w, panel_h = _span(lk, 0.16, 1.6, 4.5), _span(lq, 0.16, 1.6, 5.0)
     if not ncols and len(rows) > 1:
@@ -227,7 +219,7 @@ def plot_attention_grid(
         outer = [_outer(a) for a in used]
         sizes = [canvas.axes_inches(a) for a in used]
 
-    all_codes = [np.where((codes == 0) & np.isnan(p[2]), _MASKED, codes) for p in panels]
+    all_codes = [np.where((codes == 0) & np.isnan(p[2]), MASKED, codes) for p in panels]
     shown = np.concatenate([p[2][c == 0] for p, c in zip(panels, all_codes, strict=True)])
     top = (np.nanmax(shown, initial=0.0) or 1.0) if vmax is None else vmax
     for (layer, head, w), c, a, (left, bottom), size in zip(
@@ -245,17 +237,17 @@ def plot_attention_grid(
             a.set_ylabel("")
         fig.supylabel(ylabel, fontsize=canvas.pt(9))
         fig.supxlabel(xlabel, fontsize=canvas.pt(9))
-    fig.colorbar(image, ax=used, label="attention weight", extend=_extend(shown, 0.0, top), shrink=0.9)
+    fig.colorbar(image, ax=used, label="attention weight", extend=colorbar_extend(shown, 0.0, top), shrink=0.9)
     if title is None:
         layer_names = {layer for layer, _ in rows}
-        title = KINDS[kind][0] + (
+        title = name + (
             f", layer {rows[0][0] + 1}" if len(rows) == 1 and None not in layer_names else ""
         )
     fig.suptitle(title)
     present = sorted(set(np.unique(np.stack(all_codes))) - {0})
     if present:  # in the row of the axis name, at its right end ("outside" legends overlap that name)
         fig.legend(
-            handles=_mask_handles(present),
+            handles=mask_handles(present),
             loc="lower right",
             bbox_to_anchor=(1, 0),
             ncols=len(present),
@@ -288,22 +280,22 @@ def plot_mask(
     if true_means not in ("masked", "allowed"):
         raise ValueError(f"true_means must be 'masked' or 'allowed', not {true_means!r}")
     save_path = canvas.check_save(save)
-    masked = _as_bool(mask, "mask")
-    masked = masked.reshape(1, -1) if masked.ndim == 1 else _squeeze_leading(masked, 2, "mask")
+    masked = maps.as_bool(mask, "mask")
+    masked = masked.reshape(1, -1) if masked.ndim == 1 else maps.squeeze_leading(masked, 2, "mask")
     if true_means == "allowed":
         masked = ~masked
-    q_labels, k_labels, _, _ = _labels_for(masked.shape, query_tokens, key_tokens, None, what="mask")
+    q_labels, k_labels, _, _ = maps.labels_for(masked.shape, query_tokens, key_tokens, None, what="mask")
     fig, ax, size = canvas.figure_for(ax, _single_size(masked.shape, q_labels, k_labels, colorbar=False))
-    codes = masked.astype(np.int8) * _MASKED
+    codes = masked.astype(np.int8) * MASKED
     ax.imshow(
-        masked.astype(np.int8), cmap=ListedColormap([_ALLOWED, _MASKED_FILL]), vmin=0, vmax=1, **canvas.CELLS
+        masked.astype(np.int8), cmap=ListedColormap([_ALLOWED, MASKED_FILL]), vmin=0, vmax=1, **canvas.CELLS
     )
     _hatch(ax, codes)
     _axis_labels(ax, q_labels, k_labels, size, ylabel, xlabel)
     n_masked = int(masked.sum())
     handles = [
         Patch(facecolor=_ALLOWED, label=f"allowed ({masked.size - n_masked})"),
-        *_mask_handles([_MASKED]),
+        *mask_handles([MASKED]),
     ]
     handles[1].set_label(f"masked ({n_masked})")
     ax.legend(
@@ -316,197 +308,6 @@ def plot_mask(
     )
     ax.set_title(title, pad=26)
     return canvas.finish(fig, save_path)
-
-
-def next_tokens(tokens: Sequence[str], written: str | None = None) -> list[str | None]:
-    """What the decoder predicts at each position of its input ``tokens``: the token after it.
-
-    The decoder reads ``<sos> y1 … yn`` and predicts ``y1 … yn <eos>``: position i predicts token i + 1,
-    and the last one ``<eos>``. ``written``, the series the decoder wrote as text, tells a series cut at
-    the length limit: when it goes on past the tokens shown, the last position predicts a token not shown
-    (:data:`NOT_SHOWN`). A position that reads ``<eos>`` or ``<pad>`` predicts nothing (None); ``<pad>``
-    after a token counts as the end of the list.
-    """
-    tokens = [str(t) for t in tokens]
-    shown = "".join(t for t in tokens if t not in SPECIALS)
-    end = NOT_SHOWN if written is not None and len(written) > len(shown) else EOS
-    following = tokens[1:] + [PAD]
-    return [
-        None if token in (EOS, PAD) else end if after == PAD else after
-        for token, after in zip(tokens, following, strict=True)
-    ]
-
-
-def _check_kind(kind):
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}: use 'encoder', 'decoder', 'cross' or None")
-    return kind
-
-
-def _from_dict(attn: Mapping, kind, query_tokens, key_tokens):
-    """The per-layer maps of ``kind`` in an ``attention_for`` dict, and the token lists of its axes."""
-    if kind is None or kind not in attn:
-        have = [k for k in ("encoder", "decoder", "cross") if k in attn]
-        raise ValueError(f"kind={kind!r} is not in this attention dict; it has: {', '.join(have) or 'none'}")
-    _, query_side, key_side = KINDS[kind]
-    query_tokens = attn.get(f"{query_side}_tokens") if query_tokens is None else query_tokens
-    key_tokens = attn.get(f"{key_side}_tokens") if key_tokens is None else key_tokens
-    return list(attn[kind]), query_tokens, key_tokens
-
-
-def _layers_for_grid(weights, kind, layers, query_tokens, key_tokens):
-    """[(layer label, (H, Lq, Lk))] for the grid's layers, and the token lists."""
-    if isinstance(weights, Mapping):
-        maps, query_tokens, key_tokens = _from_dict(weights, kind, query_tokens, key_tokens)
-    elif isinstance(weights, (list, tuple)) and weights and all(hasattr(w, "shape") for w in weights):
-        maps = list(weights)
-    else:
-        label = layers if isinstance(layers, (int, np.integer)) else None
-        return [(label, _heads(weights)[0])], query_tokens, key_tokens
-    chosen = (
-        range(len(maps)) if layers is None else [layers] if isinstance(layers, (int, np.integer)) else layers
-    )
-    indices = [canvas.check_index(i, len(maps), "layer", "these weights have") for i in chosen]
-    if not indices:
-        raise ValueError("layers is empty: give at least one layer")
-    rows = [(i, _heads(maps[i])[0]) for i in indices]
-    if len({m.shape for _, m in rows}) > 1:
-        raise ValueError(f"the layers' weights differ in shape: {[tuple(m.shape) for _, m in rows]}")
-    return rows, query_tokens, key_tokens
-
-
-def _heads(weights) -> tuple[np.ndarray, bool]:
-    """Weights as ``(H, Lq, Lk)``, and whether they had a head axis."""
-    w = canvas.to_numpy(weights)
-    shape = tuple(w.shape)
-    if w.ndim == 4:
-        if shape[0] != 1:
-            raise ValueError(
-                f"the weights {shape} hold a batch of {shape[0]} examples; plot one at a time, "
-                f"e.g. weights[0] of shape {shape[1:]}"
-            )
-        w = w[0]
-    if w.ndim not in (2, 3):
-        raise ValueError(f"attention weights are (Lq, Lk), (H, Lq, Lk) or (1, H, Lq, Lk); got shape {shape}")
-    return (w[None] if w.ndim == 2 else w).astype(float), w.ndim == 3
-
-
-def _labels_for(shape, query_tokens, key_tokens, kind, what="attention weights", predicted=None):
-    """Distinct labels ``position:token`` for both axes, after checking the tokens fit the weights.
-
-    The rows of the decoder's kinds read ``position:token → predicted`` (see :func:`next_tokens`).
-    """
-    lq, lk = shape
-    q = _token_list(query_tokens, "query_tokens")
-    k = _token_list(key_tokens, "key_tokens")
-    if (q is not None and len(q) != lq) or (k is not None and len(k) != lk):
-        n_q, n_k = ("no" if t is None else len(t) for t in (q, k))
-        message = (
-            f"the {what} are {lq} queries × {lk} keys (shape {tuple(shape)}), "
-            f"but {n_q} query tokens and {n_k} key tokens were given"
-        )
-        if q is not None and k is not None and (len(q), len(k)) == (lk, lq):
-            message += "; did you swap query_tokens and key_tokens?"
-        elif kind is not None:
-            title, query_side, key_side = KINDS[kind]
-            message += f" ({title}: queries are {query_side} tokens, keys {key_side} tokens)"
-        raise ValueError(message)
-
-    def labels(tokens, n):
-        return [str(i) for i in range(n)] if tokens is None else [f"{i}:{t}" for i, t in enumerate(tokens)]
-
-    q_labels = labels(q, lq)
-    if predicted is not None and (kind not in _PREDICTING or q is None):
-        raise ValueError(
-            "predicted_tokens label the rows of decoder self-attention and cross-attention: "
-            "give kind='decoder' or 'cross' and the query tokens the decoder read"
-        )
-    if kind in _PREDICTING and q is not None:
-        if isinstance(predicted, str) or (predicted is not None and len(predicted) != lq):
-            raise ValueError(f"predicted_tokens must give one token (or None) for each of the {lq} queries")
-        predicted = (
-            next_tokens(q) if predicted is None else [None if p is None else str(p) for p in predicted]
-        )
-        q_labels = [
-            label if p is None else f"{label}{ARROW}{p}" for label, p in zip(q_labels, predicted, strict=True)
-        ]
-    return q_labels, labels(k, lk), q, k
-
-
-def _token_list(tokens, name):
-    if tokens is None:
-        return None
-    if isinstance(tokens, str):
-        raise ValueError(f"{name} is one string; give a list of tokens, e.g. ['<sos>', 'cosh', '(', …]")
-    return [str(t) for t in tokens]
-
-
-def _as_bool(mask, name) -> np.ndarray:
-    """A mask as booleans, True = masked: from booleans, 0/1, or an additive mask of 0 and -inf."""
-    m = canvas.to_numpy(mask)
-    if m.dtype == bool:
-        return m
-    if np.issubdtype(m.dtype, np.integer) and np.isin(m, (0, 1)).all():
-        return m.astype(bool)
-    if np.issubdtype(m.dtype, np.floating) and ((m == 0) | (m <= -1e4)).all():
-        return m <= -1e4
-    raise ValueError(
-        f"{name} must be boolean (True = masked), 0/1, or additive floats (0 allowed, -inf masked)"
-    )
-
-
-def _squeeze_leading(m: np.ndarray, ndim: int, name: str) -> np.ndarray:
-    while m.ndim > ndim and m.shape[0] == 1:
-        m = m[0]
-    if m.ndim > ndim:
-        raise ValueError(f"{name} of shape {tuple(m.shape)} has more than {ndim} dimensions (a batch?)")
-    return m
-
-
-def _mask_codes(shape, q_tokens, k_tokens, query_pad_mask, key_pad_mask, mask, causal, kind):
-    """Why each cell is masked (0: shown; ``_PAD``, ``_FUTURE``, ``_MASKED``), and where weights must be 0."""
-    lq, lk = shape
-
-    def pad(given, tokens, n, name):
-        if given is None:
-            return np.array([t == PAD for t in tokens], bool) if tokens is not None else np.zeros(n, bool)
-        vector = _squeeze_leading(_as_bool(given, name), 1, name)
-        if vector.shape != (n,):
-            raise ValueError(
-                f"{name} has shape {tuple(vector.shape)}, but the weights have {n} positions there"
-            )
-        return vector
-
-    query_pad = pad(query_pad_mask, q_tokens, lq, "query_pad_mask")
-    key_pad = pad(key_pad_mask, k_tokens, lk, "key_pad_mask")
-    causal = kind == "decoder" if causal is None else causal
-    # A query sees keys at or before it; with more keys than queries (a cache), the queries are the last ones.
-    future = np.triu(np.ones(shape, bool), k=1 + lk - lq) if causal else np.zeros(shape, bool)
-    given = np.zeros(shape, bool)
-    if mask is not None:
-        m = _squeeze_leading(_as_bool(mask, "mask"), 2, "mask")
-        try:
-            given = np.broadcast_to(m, shape)
-        except ValueError:
-            raise ValueError(
-                f"mask of shape {tuple(m.shape)} does not fit the weights' {tuple(shape)}"
-            ) from None
-    codes = np.zeros(shape, np.int8)
-    codes[given] = _MASKED
-    codes[future] = _FUTURE
-    codes[query_pad[:, None] | key_pad[None, :]] = _PAD
-    # A padded query's row may hold anything; keys that are padded, future or masked must get no weight.
-    return codes, future | key_pad[None, :] | given
-
-
-def _warn_if_masked_weight(w: np.ndarray, should_be_zero: np.ndarray) -> None:
-    leaked = np.abs(np.nan_to_num(w[:, should_be_zero]))
-    if leaked.size and leaked.max() > 1e-6:
-        warnings.warn(
-            f"{int((leaked > 1e-6).sum())} masked cell(s) carry attention weight (up to {leaked.max():.3g}): "
-            "they are drawn as masked, but the model attended there. Is the mask applied?",
-            stacklevel=3,
-        )
 
 
 def _span(n: int, per_token: float, low: float, high: float) -> float:
@@ -556,7 +357,7 @@ def _axis_names(kind, q_labels, k_labels, size_in, landscape=False) -> list[str]
     return names
 
 
-def _landscape(landscape: bool | None, kind, shape) -> bool:
+def is_landscape(landscape: bool | None, kind, shape) -> bool:
     """Whether to draw queries along x: as asked, else for cross-attention with more queries than keys."""
     return bool(landscape) if landscape is not None else kind == "cross" and shape[0] > shape[1]
 
@@ -581,15 +382,21 @@ def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show
 def _heatmap(
     ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True, landscape=False
 ):
-    colours = plt.get_cmap(cmap).with_extremes(bad=_MASKED_FILL)
+    image = draw_cells(ax, w, codes, cmap, vmax, landscape)
+    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in, landscape)
+    y_labels, x_labels = (k_labels, q_labels) if landscape else (q_labels, k_labels)
+    _axis_labels(ax, y_labels, x_labels, size_in, ylabel, xlabel, show_y, show_x)
+    return image
+
+
+def draw_cells(ax, w, codes, cmap, vmax, landscape=False):
+    """The map's cells alone: weights on the colour map, masked cells grey and hatched; returns the image."""
+    colours = plt.get_cmap(cmap).with_extremes(bad=MASKED_FILL)
     if landscape:  # queries along x, keys down y
         w, codes = w.T, codes.T
     data = np.ma.masked_array(w, mask=codes > 0)  # masked cells take the 'bad' colour, then a hatching
     image = ax.imshow(data, cmap=colours, vmin=0.0, vmax=vmax, **canvas.CELLS)
     _hatch(ax, codes)
-    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in, landscape)
-    y_labels, x_labels = (k_labels, q_labels) if landscape else (q_labels, k_labels)
-    _axis_labels(ax, y_labels, x_labels, size_in, ylabel, xlabel, show_y, show_x)
     return image
 
 
@@ -613,8 +420,8 @@ def _hatch(ax, codes: np.ndarray) -> None:
             )
 
 
-def _mask_handles(codes_present):
-    look = {"facecolor": _MASKED_FILL, "edgecolor": _HATCH_COLOUR}
+def mask_handles(codes_present):
+    look = {"facecolor": MASKED_FILL, "edgecolor": _HATCH_COLOUR}
     return [Patch(hatch=_MASK_STYLE[c][1], label=_MASK_STYLE[c][0], **look) for c in codes_present]
 
 
@@ -622,7 +429,7 @@ def _mask_legend(ax, codes) -> bool:
     present = sorted(set(np.unique(codes)) - {0})
     if present:
         ax.legend(
-            handles=_mask_handles(present),
+            handles=mask_handles(present),
             loc="lower left",
             bbox_to_anchor=(0, 1),
             ncols=len(present),
@@ -634,7 +441,7 @@ def _mask_legend(ax, codes) -> bool:
     return bool(present)
 
 
-def _extend(values: np.ndarray, low: float, high: float) -> str:
+def colorbar_extend(values: np.ndarray, low: float, high: float) -> str:
     """Colorbar arrows when weights fall outside the scale (they are drawn at its ends)."""
     values = values[np.isfinite(values)]
     below = values.size and values.min() < low - 1e-9
