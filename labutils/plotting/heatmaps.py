@@ -118,13 +118,16 @@ def plot_attention(
     image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind, landscape=landscape)
     bar_aspect = float(np.clip(height / 0.2, 10, 60))  # a bar about 0.2 in wide, whatever the map's height
     fig.colorbar(
-        image, ax=ax, label="attention weight", extend=colorbar_extend(w[codes == 0], 0.0, top), aspect=bar_aspect
+        image,
+        ax=ax,
+        label="attention weight",
+        extend=colorbar_extend(w[codes == 0], 0.0, top),
+        aspect=bar_aspect,
     )
     legend = _mask_legend(ax, codes)
     if title is None:
         title = ", ".join(
-            [name]
-            + [f"{n} {i + 1}" for n, i in (("layer", layer), ("head", head)) if i is not None]
+            [name] + [f"{n} {i + 1}" for n, i in (("layer", layer), ("head", head)) if i is not None]
         )
     ax.set_title(title, pad=26 if legend else 6)
     return canvas.finish(fig, save_path)
@@ -237,12 +240,12 @@ def plot_attention_grid(
             a.set_ylabel("")
         fig.supylabel(ylabel, fontsize=canvas.pt(9))
         fig.supxlabel(xlabel, fontsize=canvas.pt(9))
-    fig.colorbar(image, ax=used, label="attention weight", extend=colorbar_extend(shown, 0.0, top), shrink=0.9)
+    fig.colorbar(
+        image, ax=used, label="attention weight", extend=colorbar_extend(shown, 0.0, top), shrink=0.9
+    )
     if title is None:
         layer_names = {layer for layer, _ in rows}
-        title = name + (
-            f", layer {rows[0][0] + 1}" if len(rows) == 1 and None not in layer_names else ""
-        )
+        title = name + (f", layer {rows[0][0] + 1}" if len(rows) == 1 and None not in layer_names else "")
     fig.suptitle(title)
     present = sorted(set(np.unique(np.stack(all_codes))) - {0})
     if present:  # in the row of the axis name, at its right end ("outside" legends overlap that name)

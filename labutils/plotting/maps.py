@@ -109,7 +109,9 @@ def from_dict(attn: Mapping, kind, query_tokens, key_tokens, predicted=None):
 def layers_for_grid(weights, kind, layers, query_tokens, key_tokens, predicted=None):
     """[(layer label, (H, Lq, Lk))] for the grid's layers, the token lists, and the rows' predictions."""
     if isinstance(weights, Mapping):
-        maps, query_tokens, key_tokens, predicted = from_dict(weights, kind, query_tokens, key_tokens, predicted)
+        maps, query_tokens, key_tokens, predicted = from_dict(
+            weights, kind, query_tokens, key_tokens, predicted
+        )
     elif isinstance(weights, (list, tuple)) and weights and all(hasattr(w, "shape") for w in weights):
         maps = list(weights)
     else:
@@ -259,5 +261,3 @@ def warn_if_masked_weight(w: np.ndarray, should_be_zero: np.ndarray) -> None:
             "they are drawn as masked, but the model attended there. Is the mask applied?",
             stacklevel=3,
         )
-
-
