@@ -40,6 +40,8 @@ __all__ = [
     "read_source",
     "predict",
     "describe_series",
+    "DecodingSteps",
+    "decoding_steps",
 ]
 
 
@@ -321,3 +323,81 @@ def describe_series(prediction: Prediction) -> str:
     if not written:
         return "no series: the model ended at once"
     return "no series, only special tokens: " + ", ".join(f"{token} ×{n}" for token, n in written.items())
+
+
+# ------------------------------------------------------------------------------------- step by step
+
+
+@dataclass(frozen=True)
+class DecodingSteps:
+    """What the decoder did at each step of writing one series: what it read and wrote, its top choices, and
+    where it looked in the source.
+
+    Step t reads ``read[t]`` (``<sos>``, then the series so far) and writes ``written[t]``: the series'
+    tokens, then ``<eos>`` if the model ended the series (one cut at the length limit has none). ``top[t]``
+    holds the most likely tokens at step t and their probabilities, best first. ``cross[layer]`` is
+    ``(H, T, Ls)`` on the CPU: row t is step t's cross-attention over ``source_tokens``, per head. For the
+    decoder-only model (``architecture``), it is the block of its self-attention where the series looks at
+    the source.
+    """
+
+    expression: str  # as the model reads it (normalized)
+    decoding: str  # "greedy" or "beam"
+    series: str  # the model's series, "" if it wrote nothing
+    source_tokens: list[str]
+    read: list[str]
+    written: list[str]
+    top: list[list[tuple[str, float]]]
+    cross: list[Tensor]
+    architecture: str = "encoder-decoder"
+
+    def __len__(self) -> int:
+        return len(self.written)
+
+
+def decoding_steps(
+    model, expression: str, decoding: str = "greedy", beam: int = 4, top: int = 5
+) -> DecodingSteps:
+    """The model writes the series of ``expression``; teacher-forced passes over what it wrote then give, for
+    every step, the probabilities of the token written there and the cross-attention row of that step.
+
+    Attention is causal, so a position never sees the ones after it: the pass computes at step t exactly
+    what decoding computed when it wrote token t (up to floating-point rounding), for either model. The
+    probabilities are the softmax of ``decode``'s logits; the maps and their labels come from
+    ``attention_for_codes``. Raises ``TokenizationError`` or ``ValueError`` (one line) for text the model
+    cannot read.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    normalized, src_codes = read_source(expression, model.config.max_src_len)
+    src = torch.tensor([src_codes], device=model.device)  # (1, Ls)
+    if decoding == "greedy":
+        codes = greedy_decode(model, src, None)[0]
+    elif decoding == "beam":
+        hypotheses = beam_search(model, src, None, beam_size=beam)[0]
+        codes = hypotheses[0][0] if hypotheses else []
+    else:
+        raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'beam'")
+    limit = model.config.max_tgt_len
+    tgt_codes = ([SOS_IDX] + codes)[:limit]  # what the decoder read: <sos> and the series, up to its limit
+    written_codes = (codes + [EOS_IDX] if len(codes) < limit else codes)[: len(tgt_codes)]
+    with torch.inference_mode(), evaluating(model):
+        memory = model.encode(src, None)
+        logits = model.decode(torch.tensor([tgt_codes], device=model.device), memory)  # (1, T, V)
+    probabilities = logits[0].float().softmax(dim=-1)  # (T, V)
+    best = probabilities.topk(min(top, probabilities.size(-1)), dim=-1)
+    maps = attention_for_codes(model, src_codes, codes)
+    return DecodingSteps(
+        expression=normalized,
+        decoding=decoding,
+        series=TARGET_VOCAB.decode(codes),
+        source_tokens=list(maps["source_tokens"]),
+        read=list(maps["target_tokens"]),
+        written=TARGET_VOCAB.tokens_of(written_codes),
+        top=[
+            [(TARGET_VOCAB.itos[i], float(p)) for p, i in zip(values, indices, strict=True)]
+            for values, indices in zip(best.values.tolist(), best.indices.tolist(), strict=True)
+        ],
+        cross=[w[0].float().cpu() for w in maps["cross"]],
+        architecture=getattr(model, "architecture", "encoder-decoder"),
+    )
