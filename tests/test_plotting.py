@@ -464,6 +464,10 @@ def test_public_functions():
             "plot_attention",
             "plot_attention_grid",
             "plot_mask",
+            "plot_attention_lines",
+            "plot_model_view",
+            "plot_decoding_step",
+            "animate_decoding",
             "next_tokens",
             "plot_losses",
             "plot_positional_encoding",
@@ -508,3 +512,252 @@ def test_stage_names_stay_inside_the_axes_and_clear_of_the_curves(tmp_path):
             assert not any(b.contains(x, y) for b in boxes for x, y in points), line.get_label()
     assert max(exact_ax.get_yticks()) == 1.0  # the axis runs higher, its ticks stop at 100%
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- the line view
+
+
+def drawn_lines(ax):
+    """[(query, key, colour RGBA)] of every line the line view drew, read back from the figure.
+
+    Each line runs from a query token's point to a key token's point; the points are where the token
+    labels are anchored (the annotations named query-i and key-j).
+    """
+    anchors = {}
+    for text in ax.texts:
+        gid = text.get_gid() or ""
+        if gid.startswith(("query-", "key-")):
+            side, index = gid.split("-")
+            anchors[(side, tuple(np.round(text.xy, 9)))] = int(index)
+    found = []
+    for collection in ax.collections:
+        if collection.get_gid() != "attention-lines":
+            continue
+        for segment, colour in zip(collection.get_segments(), collection.get_colors(), strict=True):
+            start, end = (tuple(np.round(p, 9)) for p in segment)
+            found.append((anchors[("query", start)], anchors[("key", end)], tuple(colour)))
+    return found
+
+
+@pytest.mark.parametrize("landscape", [False, True])
+def test_line_opacities_equal_the_weights_they_draw(landscape):
+    attn = attention_dict(np.random.default_rng(20), n_layers=2, n_heads=4)
+    w = attn["cross"][1][0].numpy()  # (H, Lt, Ls)
+    fig = plotting.plot_attention_lines(attn, kind="cross", layer=1, head=2, landscape=landscape)
+    lines = drawn_lines(fig.axes[0])
+    assert lines, "no line drawn"
+    for query, key, colour in lines:
+        assert colour[3] == pytest.approx(w[2, query, key], abs=1e-6)
+    drawn = {(q, k) for q, k, _ in lines}
+    assert len(drawn) == len(lines)  # one line per pair
+    missing = [(q, k) for q in range(len(TARGET)) for k in range(len(SOURCE)) if (q, k) not in drawn]
+    assert all(w[2, q, k] < plotting.lines.MIN_WEIGHT for q, k in missing)
+    title = fig.axes[0].get_title()
+    assert "cross-attention" in title and "layer 2, head 3" in title and "opacity = attention weight" in title
+
+
+def test_all_heads_in_their_colours_and_the_mean_in_black():
+    attn = attention_dict(np.random.default_rng(21), n_layers=1, n_heads=3)
+    w = attn["encoder"][0][0].numpy()
+    ax = plotting.plot_attention_lines(attn, kind="encoder", layer=0, head="all").axes[0]
+    collections = [c for c in ax.collections if c.get_gid() == "attention-lines"]
+    assert [c.get_label() for c in collections] == ["head 1", "head 2", "head 3"]
+    for h, collection in enumerate(collections):
+        colours = collection.get_colors()
+        assert {tuple(np.round(c[:3], 6)) for c in colours} == {
+            tuple(np.round(matplotlib.colors.to_rgb(plotting.lines.head_colour(h)), 6))
+        }
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["head 1", "head 2", "head 3"]
+    mean = plotting.plot_attention_lines(attn, kind="encoder", layer=0, head="mean").axes[0]
+    for query, key, colour in drawn_lines(mean):
+        assert colour[3] == pytest.approx(w[:, query, key].mean(), abs=1e-6)
+    assert "mean of 3 heads" in mean.get_title()
+
+
+def test_masked_pairs_get_no_line_and_a_selected_token_keeps_only_its_lines():
+    n = len(TARGET)
+    w = softmax_rows(np.random.default_rng(22), (n, n), causal=True)
+    ax = plotting.plot_attention_lines(w, TARGET, TARGET, kind="decoder", head=None, min_weight=0).axes[0]
+    lines = drawn_lines(ax)
+    assert lines and all(key <= query for query, key, _ in lines)  # never a future key
+    assert len(lines) == n * (n + 1) // 2  # every allowed pair, even the faintest (min_weight=0)
+    ax = plotting.plot_attention_lines(w, TARGET, TARGET, kind="decoder", head=None, highlight_query=5).axes[
+        0
+    ]
+    assert {query for query, _, _ in drawn_lines(ax)} == {5}
+    marked = [t for t in ax.texts if t.get_gid() == "query-5"]
+    assert marked[0].get_bbox_patch() is not None and marked[0].get_text() == "5:x → +"
+    ax = plotting.plot_attention_lines(w, TARGET, TARGET, kind="decoder", head=None, highlight_key=0).axes[0]
+    assert {key for _, key, _ in drawn_lines(ax)} == {0}
+    with pytest.raises(ValueError, match="query 12 is out of range"):
+        plotting.plot_attention_lines(w, TARGET, TARGET, kind="decoder", head=None, highlight_query=12)
+
+
+def test_the_line_view_labels_rows_as_the_heatmaps_do_and_refuses_what_they_refuse():
+    attn = attention_dict(np.random.default_rng(23), n_layers=1, n_heads=2)
+    ax = plotting.plot_attention_lines(attn, kind="cross", layer=0, head=0).axes[0]
+    queries = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("query-")]
+    keys = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("key-")]
+    assert queries[:2] == ["0:<sos> → 1", "1:1 → +"] and keys[1] == "1:cosh"
+    with pytest.raises(ValueError, match="head 'some'"):
+        plotting.plot_attention_lines(attn, kind="cross", layer=0, head="some")
+    with pytest.raises(ValueError, match="choose one"):
+        plotting.plot_attention_lines(attn["cross"][0], TARGET, SOURCE, head=None)
+    with pytest.raises(ValueError, match="12 queries × 17 keys"):
+        plotting.plot_attention_lines(attn["cross"][0], TARGET[:5], SOURCE, head=0)
+
+
+# ------------------------------------------------------------------------------------- the model view
+
+
+def test_the_model_view_shows_every_layer_and_head_on_one_scale():
+    attn = attention_dict(np.random.default_rng(24), n_layers=2, n_heads=3)
+    fig = plotting.plot_model_view(attn, kind="decoder", selected=(1, 2))
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_label() for ax in panels] == [f"layer {l}, head {h}" for l in (1, 2) for h in (1, 2, 3)]
+    future = np.triu(np.ones((len(TARGET),) * 2, bool), 1)
+    for ax in panels:
+        layer, head = (int(word.strip(",")) - 1 for word in ax.get_label().split()[1::2])
+        data = image_of(ax)
+        np.testing.assert_allclose(data.data[~future], attn["decoder"][layer][0, head].numpy()[~future])
+        assert (np.ma.getmaskarray(data) == future).all()
+        assert ax.images[0].get_clim() == (0.0, 1.0)
+    framed = [ax.get_label() for ax in panels if ax.spines["top"].get_linewidth() > 2]
+    assert framed == ["layer 2, head 3"]
+    assert len(fig.axes) == len(panels) + 1  # one colorbar
+    assert "2 layers × 3 heads" in fig.get_suptitle()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["future key (causal)"]
+
+
+# ------------------------------------------------------------------------------------- every view, both models
+
+
+def decoder_only_dict(rng, n_layers=2, n_heads=2):
+    """What a decoder-only model's attention_for gives: its whole sequence, no encoder."""
+    source, series = SOURCE[:-1], ["<sep>"] + TARGET[1:]
+    sequence = source + series
+    tensor = lambda shape, causal=False: torch.tensor(softmax_rows(rng, shape, causal))  # noqa: E731
+    whole = [tensor((1, n_heads, len(sequence), len(sequence)), causal=True) for _ in range(n_layers)]
+    return {
+        "decoder": whole,
+        "cross": [w[:, :, len(source) :, : len(source)] for w in whole],
+        "source_tokens": source,
+        "target_tokens": series,
+        "sequence_tokens": sequence,
+    }
+
+
+@pytest.mark.parametrize("model", ["encoder-decoder", "decoder-only"])
+def test_every_view_renders_every_kind_of_either_model(model):
+    rng = np.random.default_rng(25)
+    attn = attention_dict(rng) if model == "encoder-decoder" else decoder_only_dict(rng)
+    kinds = [k for k in ("encoder", "decoder", "cross") if k in attn]
+    assert kinds == (["encoder", "decoder", "cross"] if model == "encoder-decoder" else ["decoder", "cross"])
+    for kind in kinds:
+        for figure in (
+            plot_attention(attn, kind=kind, layer=1, head=0),
+            plot_attention_grid(attn, kind=kind, layers=1),
+            plotting.plot_attention_lines(attn, kind=kind, layer=1, head="all"),
+            plotting.plot_model_view(attn, kind=kind),
+        ):
+            assert isinstance(figure, Figure)
+            plt.close(figure)
+    if model == "decoder-only":
+        ax = plotting.plot_attention_lines(attn, kind="decoder", layer=0, head=0).axes[0]
+        queries = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("query-")]
+        n_source = len(attn["source_tokens"])
+        assert all("→" not in q for q in queries[:n_source])  # the source's rows predict nothing scored
+        assert queries[n_source] == f"{n_source}:<sep> → 1" and queries[-1].endswith("→ <eos>")
+        assert "series → source" in plot_attention(attn, kind="cross", layer=0, head=0).axes[0].get_title()
+
+
+# ------------------------------------------------------------------------------------- a decoding step
+
+
+class Steps:
+    """What decode.decoding_steps returns, made by hand: four steps of a series over six source tokens."""
+
+    def __init__(self, rng, n_layers=2, n_heads=3):
+        self.expression = "sin(a*x)"
+        self.source_tokens = ["<sos>", "sin", "(", "a", "*", "x", ")", "<eos>"]
+        self.read = ["<sos>", "a", "*", "x"]
+        self.written = ["a", "*", "x", "<eos>"]
+        self.top = [
+            [("a", 0.9), ("x", 0.05), ("1", 0.03)],
+            [("*", 0.99996), ("+", 0.00003), ("x", 0.00001)],
+            [("x", 0.6), ("a", 0.4), ("*", 0.0)],
+            [("+", 0.5), ("<eos>", 0.45), ("*", 0.05)],
+        ]
+        shape = (n_heads, len(self.written), len(self.source_tokens))
+        self.cross = [torch.tensor(softmax_rows(rng, shape)) for _ in range(n_layers)]
+        self.architecture = "encoder-decoder"
+
+
+def test_a_decoding_step_draws_the_steps_row_as_cells_and_as_lines():
+    steps = Steps(np.random.default_rng(26))
+    figure = plotting.plot_decoding_step(steps, 2, layer=1, head=1)
+    text_ax, bars_ax, lines_ax, row_ax = figure.axes
+    row = steps.cross[1][1, 2].numpy()
+    np.testing.assert_allclose(image_of(row_ax), row[None, :])
+    alphas = sorted(line.get_color()[3] for line in lines_ax.lines if line.get_gid() == "attention-line")
+    assert alphas == pytest.approx(sorted(w for w in row if w >= 0.005))
+    assert [t.get_text() for t in row_ax.get_xticklabels()] == steps.source_tokens
+    assert "series so far:  a*" in text_ax.texts[0].get_text() and text_ax.texts[1].get_text() == "x"
+    top_down = sorted(bars_ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == ["x", "a", "*"]  # best on top
+    bars = {t.get_text(): bar for t, bar in zip(bars_ax.get_yticklabels(), bars_ax.patches, strict=True)}
+    assert bars["x"].get_width() == 0.6
+    assert bars["x"].get_facecolor() != bars["a"].get_facecolor()  # the token written stands out
+    assert "step 3 of 4" in figure.get_suptitle() and "layer 2, head 2" in lines_ax.get_title()
+    mean = plotting.plot_decoding_step(steps, -1)  # the last step, the mean over the heads
+    np.testing.assert_allclose(image_of(mean.axes[3]), steps.cross[-1][:, 3].numpy().mean(0)[None, :])
+    sure = [t.get_text() for t in plotting.plot_decoding_step(steps, 1).axes[1].texts]
+    assert sure[0] == ">99.9%" and sure[2] == "<0.1%"  # never a certainty a softmax cannot give
+    assert "(wrote <eos>, not among them)" not in mean.axes[1].get_title()
+    with pytest.raises(ValueError, match="step 4 is out of range"):
+        plotting.plot_decoding_step(steps, 4)
+
+
+def test_an_animation_has_one_frame_per_written_token(tmp_path):
+    from PIL import Image
+
+    steps = Steps(np.random.default_rng(27))
+    path = plotting.animate_decoding(steps, tmp_path / "steps.gif", size=(6, 3.4), dpi=40)
+    with Image.open(path) as gif:
+        assert gif.n_frames == len(steps.written)
+    with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
+        plotting.animate_decoding(steps, tmp_path / "steps.avi")
+
+
+# ------------------------------------------------------------------------------------- without Jupyter
+
+
+def test_the_static_views_draw_without_ipywidgets_or_ipython(tmp_path):
+    """Every static view, with ipywidgets and IPython unimportable: plotting needs neither."""
+    code = f"""
+import sys
+for name in ("ipywidgets", "IPython", "ipykernel"):
+    sys.modules[name] = None
+import matplotlib
+matplotlib.use("Agg")
+import numpy as np, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_plotting import Steps, attention_dict
+from labutils import plotting
+attn = attention_dict(np.random.default_rng(0))
+for kind in ("encoder", "decoder", "cross"):
+    plotting.plot_attention(attn, kind=kind, layer=0, head=0, save={str(tmp_path)!r} + f"/{{kind}}.png")
+    plotting.plot_attention_lines(attn, kind=kind, layer=0, head="all", save={str(tmp_path)!r} + f"/{{kind}}_lines.png")
+    plotting.plot_model_view(attn, kind=kind, save={str(tmp_path)!r} + f"/{{kind}}_model.png")
+steps = Steps(np.random.default_rng(0))
+plotting.plot_decoding_step(steps, 0, save={str(tmp_path)!r} + "/step.png")
+plotting.animate_decoding(steps, {str(tmp_path)!r} + "/steps.gif", size=(4, 2.25), dpi=30)
+assert not any(sys.modules.get(name) for name in ("ipywidgets", "IPython", "ipykernel"))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert len(made) == 11 and "steps.gif" in made

@@ -46,9 +46,14 @@ NOT_SHOWN = "…"
 PADDED, FUTURE, MASKED = 1, 2, 3
 
 
-def title_of(kind, attn: Mapping | None = None) -> str:
-    """The name of a kind of map, as titles say it (a decoder-only model's maps are named as what they are)."""
-    if attn is not None and "sequence_tokens" in attn and kind in _DECODER_ONLY_TITLES:
+def title_of(kind, attn: Mapping | None = None, decoder_only: bool | None = None) -> str:
+    """The name of a kind of map, as titles say it (a decoder-only model's maps are named as what they are).
+
+    A decoder-only model is told by its dict (``sequence_tokens``) or by ``decoder_only``.
+    """
+    if decoder_only is None:
+        decoder_only = attn is not None and "sequence_tokens" in attn
+    if decoder_only and kind in _DECODER_ONLY_TITLES:
         return _DECODER_ONLY_TITLES[kind]
     return KINDS[kind][0]
 
