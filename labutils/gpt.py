@@ -334,7 +334,7 @@ def load_weights(path, device: torch.device | str | None = None) -> DecoderOnlyT
 
 
 def load_pretrained(device: torch.device | str | None = None) -> DecoderOnlyTransformer:
-    """The decoder-only model shipped with the package (``labutils/weights/decoder-only/model.pt``)."""
+    """The decoder-only model shipped with the package (``labutils/weights/decoder_only/model.pt``)."""
     shipped = shipped_weights_path("decoder-only")
     if not shipped.is_file():
         raise WeightsError(

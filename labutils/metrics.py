@@ -363,15 +363,20 @@ class MeasuredCategories:
     weights: str
 
 
-def shipped_categories(path: str | os.PathLike | None = None) -> MeasuredCategories:
+def shipped_categories(
+    path: str | os.PathLike | None = None, model: str = "encoder-decoder"
+) -> MeasuredCategories:
     """The shipped model's accuracy by category, read from the table the package ships (or ``path``).
+
+    ``model="decoder-only"`` reads the decoder-only model's table (``labutils/weights/decoder_only/``).
 
     The file is what ``evaluate --json --by category`` prints, so a notebook shows the measurement without
     running it; ``category_table(table.rows)`` prints the rows, and ``table.weights`` is the sha256 of the
     weights file measured. Raises ``FileNotFoundError`` or ``ValueError`` with one line that names the file.
     """
-    name = SHIPPED_CATEGORIES if path is None else str(path)
-    where = resources.files("labutils") / "weights" / "categories.json" if path is None else Path(path)
+    folder = "weights" if model == "encoder-decoder" else f"weights/{model.replace('-', '_')}"
+    name = f"labutils/{folder}/categories.json" if path is None else str(path)
+    where = resources.files("labutils") / folder / "categories.json" if path is None else Path(path)
     try:
         text = where.read_text(encoding="utf-8")
     except FileNotFoundError:

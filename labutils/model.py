@@ -572,11 +572,11 @@ def shipped_weights_path(architecture: str = "encoder-decoder") -> Path:
     """Where the package's pretrained weights are (the file may not exist).
 
     The encoder–decoder's are ``labutils/weights/model.pt``; the decoder-only model's are in a folder of
-    their own, ``labutils/weights/decoder-only/model.pt``, beside its training log and table by category.
+    their own, ``labutils/weights/decoder_only/model.pt``, beside its training log and table by category.
     """
     weights = resources.files("labutils") / "weights"
     if architecture != Seq2SeqTransformer.architecture:
-        weights = weights / architecture
+        weights = weights / architecture.replace("-", "_")
     return Path(str(weights / "model.pt"))
 
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from labutils.cli.common import UsageError, add_threads, positive_float, positive_int, read_lines
+from labutils.cli.common import (
+    UsageError,
+    add_model_choice,
+    add_threads,
+    positive_float,
+    positive_int,
+    read_lines,
+)
 
 
 def _load_model(args: argparse.Namespace):
-    from labutils.model import WeightsError, load_pretrained, load_weights
+    """The model the options name: ``--checkpoint``'s, or the shipped one of ``--model``."""
+    from labutils import models
+    from labutils.model import WeightsError
     from labutils.runtime import device, set_threads
 
     set_threads(args.threads)
@@ -18,12 +27,18 @@ def _load_model(args: argparse.Namespace):
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        return load_weights(args.checkpoint, where) if args.checkpoint else load_pretrained(where)
+        if not args.checkpoint:
+            return models.load_shipped(args.model or models.DEFAULT_KIND, where)
+        model = models.load_weights(args.checkpoint, where)
     except WeightsError as error:
         raise UsageError(str(error)) from None
+    if args.model and models.kind_of(model) != args.model:
+        raise UsageError(f"--checkpoint {args.checkpoint} holds the {models.kind_of(model)} model, not the {args.model}")
+    return model
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    add_model_choice(parser, "which shipped model (default: encoder-decoder; with --checkpoint: the file's)")
     parser.add_argument(
         "--checkpoint", metavar="PATH", help="a .pt file or a run folder (default: the shipped model)"
     )
@@ -136,7 +151,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from labutils import data, metrics
+    from labutils import data, metrics, models
     from labutils.decode import translate, translate_beams
     from labutils.files import sha256_of
     from labutils.model import shipped_weights_path, weights_file
@@ -192,8 +207,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rows = metrics.by_category(sources, truths, verdicts) if args.by == "category" else None
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
     if args.json:
-        weights = weights_file(args.checkpoint) if args.checkpoint else shipped_weights_path()
+        kind = args.model or "encoder-decoder"
+        weights = weights_file(args.checkpoint) if args.checkpoint else shipped_weights_path(kind)
         result = {
+            "model": models.kind_of(model),
             "split": args.split,
             "decoding": decoding,
             "weights": sha256_of(weights),  # which weights were measured: a saved table can be told stale
@@ -215,7 +232,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ]  # fmt: skip
         print(json.dumps(result))
         return 0
-    print(f"{args.split}: {accuracy.n} pairs, {decoding} decoding")
+    print(f"{args.split}: {accuracy.n} pairs, {decoding} decoding, the {models.kind_of(model)} model")
     print(accuracy)
     if any_ok is not None:
         print(f"{'any of the beam':<22}{100 * any_ok / max(accuracy.n, 1):6.2f}%  ({any_ok}/{accuracy.n})")
