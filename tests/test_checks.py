@@ -211,31 +211,31 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sin|cos|tan|exp|sinh|cosh|tanh|\\*\\*|[a-z]|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "cosh came out as cos then h",
+            "'sinh' came out as 'sin' then 'h'",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*|\\*\\*|[a-z]|[0-9]|[()+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "** came out as two *",
+            "'**' came out as two '*'",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]|[0-9]+|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "a number came out as one token",
+            "'120' came out as one token",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-z]+|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "letters side by side came out as one token",
+            "'hx' came out as one token",
         ),
         (
             "def split_tokens(text):\n"
             "    pattern = r'sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[a-zO]|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "O(x**6) came out as several tokens",
+            "'O(x**6)' came out as 6 tokens",
         ),
         (  # the minus sign forgotten in the character class: findall skips it silently
             "def split_tokens(text):\n"
@@ -253,7 +253,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def split_tokens(text):\n"
             "    pattern = r'O\\(x\\*\\*6\\)|[a-z]|sinh|cosh|tanh|sin|cos|tan|exp|\\*\\*|[0-9]|[()*+\\-/]'\n"
             "    return re.findall(pattern, text)",
-            "a function name came out letter by letter",
+            "'tan' came out letter by letter",
         ),
         (
             "def split_tokens(text):\n"
@@ -348,7 +348,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
         (  # <eos> after the padding whatever the layout
             "def pad_codes(codes, length, layout='package'):\n"
             "    return list(codes[:-1]) + [0] * (length - len(codes)) + [codes[-1]]",
-            "this is the 'lecture' layout",
+            "this is the lecture's layout",
         ),
         (
             "def pad_codes(codes, length, layout='package'):\n"
@@ -415,7 +415,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "    if layout == 'lecture':\n"
             "        return list(codes[:-1]) + [0] * (length - len(codes)) + [codes[-1]]\n"
             "    return list(codes) + [0] * (length - len(codes))",
-            "the default is 'package'",
+            "the default is the package's",
         ),
         (
             "def pad_codes(codes, length, layout='package'):\n"
@@ -881,7 +881,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
             "    logits = model(src, tgt, src_pad_mask, tgt_pad_mask)\n"
             "    return F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD_IDX)",
-            "the decoder was scored on the very tokens it reads",
+            "the decoder read the whole target and each position was scored on the token it reads",
         ),
         (
             "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
@@ -1183,6 +1183,437 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
 }
 
 
+_PATTERN = r"O\(x\*\*6\)|sinh|cosh|tanh|sin|cos|tan|exp|\*\*|[a-z]|[0-9]|[()*+\-/]"
+
+
+def _tokenizer(pattern: str) -> str:
+    return f"def split_tokens(text):\n    return re.findall(r'{pattern}', text)"
+
+
+_MHA = (
+    "def multi_head_attention(mha, query, key, value, key_pad_mask=None):\n"
+    "    B, Lq, d = query.shape\n"
+    "    Q = mha.split_heads(mha.q_proj(query))\n"
+    "    K = mha.split_heads(mha.k_proj(key))\n"
+    "    V = mha.split_heads(mha.v_proj(value))\n"
+    "    mask = None if key_pad_mask is None else key_pad_mask[:, None, None, :]\n"
+    "    heads, w = labutils.attention.scaled_dot_product_attention(Q, K, V, mask)\n"
+    "    return mha.out_proj(heads.transpose(1, 2).reshape(B, Lq, d)), w"
+)
+_DECODER = (
+    "def decoder_layer_forward(layer, x, memory, src_pad_mask, tgt_pad_mask):\n"
+    "    h = layer.norm1(x)\n"
+    "    a, _ = layer.self_attn(h, h, h, tgt_pad_mask, causal=True)\n"
+    "    x = x + a\n"
+    "    h = layer.norm2(x)\n"
+    "    a, _ = layer.cross_attn(h, memory, memory, src_pad_mask)\n"
+    "    x = x + a\n"
+    "    return x + layer.feed_forward(layer.norm3(x))"
+)
+_LOSS = (
+    "def teacher_forcing_loss(model, src, tgt, src_pad_mask, tgt_pad_mask):\n"
+    "    logits = model(src, tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])\n"
+    "    return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)"
+)
+_STEP = (
+    "def training_step(model, optimizer, batch, step, peak_lr, warmup_steps):\n"
+    "    lr = peak_lr * min(1.0, (step + 1) / warmup_steps)\n"
+    "    for group in optimizer.param_groups:\n"
+    "        group['lr'] = lr\n"
+    "    src, tgt, spm, tpm = batch\n"
+    "    logits = model(src, tgt[:, :-1], spm, tpm[:, :-1])\n"
+    "    loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX)\n"
+    "    optimizer.zero_grad()\n"
+    "    loss.backward()\n"
+    "    optimizer.step()\n"
+    "    return loss.item()"
+)
+_GREEDY = (
+    "def greedy_translate(model, source, max_len=100):\n"
+    "    memory = model.encode(torch.tensor([code(source, SOURCE_VOCAB)]))\n"
+    "    ys = torch.tensor([[SOS_IDX]])\n"
+    "    for _ in range(max_len):\n"
+    "        next_token = model.decode(ys, memory)[0, -1].argmax()\n"
+    "        if next_token == EOS_IDX:\n"
+    "            break\n"
+    "        ys = torch.cat([ys, next_token.view(1, 1)], dim=1)\n"
+    "    return TARGET_VOCAB.decode(ys[0, 1:].tolist())"
+)
+_MASKED = (
+    "def masked_attention(Q, K, V, mask):\n"
+    "    s = Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))\n"
+    "    w = torch.nan_to_num(torch.softmax(s.masked_fill(mask, float('-inf')), -1))\n"
+    "    return w @ V, w"
+)
+
+# Hints computed from what came back (which token was split, which way the mask points, which position the
+# loss scored), and hints for the exception a typical mistake raises.
+MISTAKES["01_tokenization.split_tokens"] += [
+    (  # only cosh split: the hint names it, and only where the input holds it
+        _tokenizer(_PATTERN.replace("cosh|", "").replace("|cos|", "|cos|cosh|")),
+        "'cosh' came out as 'cos' then 'h'",
+    ),
+    (_tokenizer(_PATTERN.replace(r"O\(x\*\*6\)", r"O(x\*\*6)")), "of your tokens are empty strings ''"),
+    (_tokenizer(_PATTERN.replace(r"[()*+\-/]", r"[()*+\-/ ]")), "a space became a token"),
+    (
+        "def split_tokens(text):\n    return text.split()",
+        "came out as one token: a token is one function name",
+    ),
+]
+MISTAKES["01_tokenization.build_vocabulary"] += [
+    (
+        "def build_vocabulary(token_lists):\n"
+        "    seen = sorted({t for ts in token_lists for t in ts} - {'<pad>', '<sos>', '<eos>'})\n"
+        "    return {c: t for c, t in enumerate(['<pad>', '<sos>', '<eos>'] + seen)}",
+        "this dict goes from each code to its token",
+    ),
+    (
+        "def build_vocabulary(token_lists):\n"
+        "    seen = sorted({t for ts in token_lists for t in ts} - {'<pad>', '<sos>', '<eos>'}, reverse=True)\n"
+        "    return {t: c for c, t in enumerate(['<pad>', '<sos>', '<eos>'] + seen)}",
+        "has a smaller code than",
+    ),
+    (
+        "def build_vocabulary(token_lists):\n"
+        "    seen = sorted({t for ts in token_lists for t in ts} - {'<pad>', '<sos>', '<eos>'})\n"
+        "    return {t: c for c, t in enumerate(seen + ['<pad>', '<sos>', '<eos>'])}",
+        "the special tokens keep codes 0, 1, 2 (padding, start, end)",
+    ),
+]
+MISTAKES["02_coding_and_padding.encode"] += [
+    (
+        "def encode(text, stoi):\n    return [1] + [SOURCE_VOCAB.stoi[t] for t in labutils.tokenize(text)] + [2]",
+        "'O(x**6)' is in the dict stoi your function was given",
+    ),
+    (
+        "def encode(text, stoi):\n    return [1] + [stoi[c] for c in text] + [2]",
+        "'t' is no token of the vocabulary",
+    ),
+]
+MISTAKES["02_coding_and_padding.pad_codes"] += [
+    (
+        "def pad_codes(codes, length, layout='package'):\n"
+        "    assert len(codes) <= length\n"
+        "    padding = [0] * (length - len(codes))\n"
+        "    return list(codes) + padding if layout == 'package' else list(codes[:-1]) + padding + [2]",
+        "raised AssertionError. Hint: the instructions ask for a ValueError, the exception Python uses",
+    ),
+]
+MISTAKES["02_coding_and_padding.make_batch"] += [
+    (
+        "def make_batch(sequences):\n"
+        "    L = max(len(s) for s in sequences)\n"
+        "    codes = torch.tensor([list(s) + [0] * (L - len(s)) for s in sequences])\n"
+        "    return codes == 0, codes",
+        "the pair is (codes, mask), codes first",
+    ),
+]
+MISTAKES["03_embedding.embed"] += [
+    (
+        "def embed(codes, table, pe):\n    return table[codes] * math.sqrt(table.size(1)) + pe",
+        "pe holds the encodings of 64 positions, and the sequences have 13",
+    ),
+    (
+        "def embed(codes, table, pe):\n    return table[codes] * math.sqrt(table.size(1)) + pe[: codes.size(0)]",
+        "the encodings of 2 positions were added, the batch size",
+    ),
+    (
+        "def embed(codes, table, pe):\n    return table[codes] * math.sqrt(table.size(1)) + pe[:, : codes.size(1)]",
+        "and what was added to them do not line up",
+    ),
+]
+MISTAKES["04_attention.attention"] += [
+    (
+        "def attention(Q, K, V):\n    w = torch.softmax(Q @ K.T / math.sqrt(Q.size(-1)), -1)\n    return w @ V, w",
+        "K.T reverses every axis of K, (2, 5, 8) here",
+    ),
+    (
+        "def attention(Q, K, V):\n    w = torch.softmax(Q @ K / math.sqrt(Q.size(-1)), -1)\n    return w @ V, w",
+        "the shapes did not line up: Q is (2, 3, 8)",
+    ),
+]
+MISTAKES["04_attention.masked_attention"] += [
+    (  # the instructions' nan_to_num turns the NaN of an inverted mask into zeros
+        _MASKED.replace("masked_fill(mask,", "masked_fill(~mask,"),
+        "all 30 weights at keys the mask allows (False) are zero: the mask is inverted",
+    ),
+    (_MASKED.replace("float('-inf')", "-10.0"), "though the mask hides that key (True there)"),
+    (
+        _MASKED.replace("s.masked_fill(mask, float('-inf'))", "s + mask.float() * float('-inf')"),
+        "a query that may see some key spreads a total weight of one",
+    ),
+]
+MISTAKES["04_attention.split_heads"] += [
+    (
+        "def split_heads(x, n_heads):\n"
+        "    B, L, d = x.shape\n"
+        "    return x.transpose(1, 2).view(B, n_heads, L, d // n_heads)",
+        "view never moves values",
+    ),
+]
+MISTAKES["04_attention.multi_head_attention"] += [
+    (  # a (B, 1, Lk) mask: an error where B and H differ, the wrong mask per head where they are equal
+        _MHA.replace("key_pad_mask[:, None, None, :]", "key_pad_mask[:, None, :]"),
+        "the padding mask (2, 6), (B, Lk), must broadcast against the scores of every head",
+    ),
+    (
+        _MHA.replace("key_pad_mask[:, None, None, :]", "key_pad_mask[:, None, :]"),
+        "the padding mask was (B, 1, Lk)",
+    ),
+    (
+        _MHA.replace("mha.split_heads(mha.q_proj(query))", "mha.split_heads(mha.q_proj(query), mha.n_heads)"),
+        "the module's split_heads takes the tensor only",
+    ),
+    (_MHA.replace(".reshape(B, Lq, d)", ".view(B, Lq, d)"), "Join the heads after the head axis is back"),
+    (
+        _MHA.replace("mha.k_proj(key)", "mha.k_proj(query)").replace(
+            "mha.v_proj(value)", "mha.v_proj(query)"
+        ),
+        "the keys and values come from the key and value inputs (Lk = 6 here)",
+    ),
+]
+MISTAKES["05_transformer.encoder_layer_forward"] += [
+    (
+        "def encoder_layer_forward(layer, x, src_pad_mask):\n"
+        "    h = layer.norm1(x)\n"
+        "    x = x + layer.self_attn(h, h, h, src_pad_mask)\n"
+        "    return x + layer.feed_forward(layer.norm2(x))",
+        "an attention sublayer returns a pair (output, weights)",
+    ),
+]
+MISTAKES["05_transformer.decoder_layer_forward"] += [
+    (  # an error where the source is longer than the target, wrong numbers where they are as long
+        _DECODER.replace("memory, memory, src_pad_mask", "memory, memory, tgt_pad_mask"),
+        "the cross-attention's keys are the memory's positions, the source's: its padding mask is",
+    ),
+    (
+        _DECODER.replace("memory, memory, src_pad_mask", "memory, memory, tgt_pad_mask"),
+        "the cross-attention got the target's padding mask",
+    ),
+    (
+        _DECODER.replace("h, h, h, tgt_pad_mask", "h, h, h, src_pad_mask"),
+        "the self-attention's keys are the layer's own positions",
+    ),
+]
+MISTAKES["05_transformer.teacher_forcing_loss"] += [
+    (
+        _LOSS.replace("tgt[:, 1:].flatten()", "tgt[:, :-1].flatten()"),
+        "the decoder read the target without its last token, as it should, but each position was scored",
+    ),
+    (
+        _LOSS.replace(
+            "tgt[:, :-1], src_pad_mask, tgt_pad_mask[:, :-1])", "tgt, src_pad_mask, tgt_pad_mask)[:, 1:]"
+        ),
+        "the decoder read the whole target, and from position 1 on",
+    ),
+    (
+        _LOSS.replace("logits.flatten(0, 1), tgt[:, 1:].flatten()", "logits, tgt[:, 1:]"),
+        "cross_entropy takes the logits as (N, V)",
+    ),
+    (_LOSS.replace("tgt_pad_mask[:, :-1]", "tgt_pad_mask"), "the target's padding mask is cut the same way"),
+]
+MISTAKES["05_transformer.training_step"] += [
+    (
+        _STEP.replace("for group in optimizer.param_groups:\n        group['lr'] = lr", "optimizer.lr = lr"),
+        "the optimizer's learning rate is still the one it had before the step",
+    ),
+    (
+        _STEP.replace("    for group in optimizer.param_groups:\n        group['lr'] = lr\n", "").replace(
+            "    return loss.item()",
+            "    for group in optimizer.param_groups:\n        group['lr'] = lr\n    return loss.item()",
+        ),
+        "the step was taken with the optimizer's old learning rate",
+    ),
+    (
+        _STEP.replace("tgt[:, 1:].flatten()", "tgt[:, :-1].flatten()"),
+        "this loss is too low for a model that predicts",
+    ),
+]
+MISTAKES["06_translation.greedy_translate"] += [
+    (
+        _GREEDY.replace("for _ in range(max_len):", "while True:"),
+        "the loop went on past max_len = 12 new tokens",
+    ),
+    (
+        _GREEDY.replace("[0, -1].argmax()", ".argmax()"),
+        "a code outside the target vocabulary reached the model",
+    ),
+]
+MISTAKES["06_translation.series_log_probability"] += [
+    (
+        "def series_log_probability(model, source, series):\n"
+        "    src = torch.tensor([code(source, SOURCE_VOCAB)])\n"
+        "    tgt = torch.tensor([code(series, TARGET_VOCAB)])\n"
+        "    log_p = model(src, tgt[:, 1:]).log_softmax(dim=-1)\n"
+        "    return log_p[0].gather(1, tgt[0, 1:, None]).sum().item()",
+        "the decoder read the series without <sos>",
+    ),
+]
+
+# Mistakes that reach the remaining messages: each message of a check is seen by some test (test_hints).
+MISTAKES["01_tokenization.split_tokens"] += [
+    (  # the vocabulary's idea of "each token once", applied to a text
+        f"def split_tokens(text):\n    return list(dict.fromkeys(re.findall(r'{_PATTERN}', text)))",
+        "'(' appears 2 times in the text and 1 times in your tokens",
+    ),
+    (
+        f"def split_tokens(text):\n    return sorted(re.findall(r'{_PATTERN}', text))",
+        "the right tokens, in another order",
+    ),
+    (
+        f"def split_tokens(text):\n    return re.findall(r'{_PATTERN}', text) + ['<eos>']",
+        "'<eos>' is no piece of the text",
+    ),
+    (
+        f"def split_tokens(text):\n    return re.findall(r'{_PATTERN}', text) * 2",
+        "compare your pattern with the list",
+    ),
+]
+MISTAKES["02_coding_and_padding.pad_codes"] += [
+    (
+        "def pad_codes(codes, length, layout='package'):\n"
+        "    if len(codes) > length:\n"
+        "        raise ValueError('too long')\n"
+        "    return list(codes) + [0] * (length - len(codes))",
+        "this is the package's layout; layout='lecture' asks for <sos> tokens <pad> … <eos>",
+    ),
+]
+MISTAKES["02_coding_and_padding.make_batch"] += [
+    (
+        "def make_batch(sequences):\n"
+        "    L = max(len(s) for s in sequences)\n"
+        "    return torch.tensor([list(s) + [0] * (L - len(s)) for s in sequences])",
+        "the instructions ask for a pair (codes, mask)",
+    ),
+    (
+        "def make_batch(sequences):\n"
+        "    L = max(len(s) for s in sequences)\n"
+        "    codes = torch.tensor([list(s[:-1]) + [0] * (L - len(s)) + [2] for s in sequences])\n"
+        "    return codes, codes == 0",
+        "use the package's layout here",
+    ),
+]
+MISTAKES["03_embedding.embed"] += [
+    (
+        "def embed(codes, table, pe):\n    return table[codes] * table.size(1) + pe[: codes.size(1)]",
+        "the scale is √d_model, not d_model",
+    ),
+]
+MISTAKES["04_attention.attention"] += [
+    (
+        "def attention(Q, K, V):\n"
+        "    s = Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))\n"
+        "    return s @ V, torch.softmax(s, -1)",
+        "the weights are right but out is not: each query's output",
+    ),
+]
+MISTAKES["04_attention.masked_attention"] += [
+    (
+        "def masked_attention(Q, K, V, mask):\n"
+        "    s = (Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-1))).masked_fill(mask, float('-inf'))\n"
+        "    w = torch.nan_to_num(torch.softmax(s, -1))\n"
+        "    return torch.nan_to_num(torch.softmax(s, -2)) @ V, w",
+        "the weights are right but out is not: each query's output",
+    ),
+]
+MISTAKES["04_attention.split_heads"] += [
+    (
+        "def split_heads(x, n_heads):\n"
+        "    B, L, d = x.shape\n"
+        "    return x.view(B, L, n_heads, d // n_heads).permute(0, 2, 3, 1)",
+        "head h holds features h*d_head",
+    ),
+]
+MISTAKES["04_attention.multi_head_attention"] += [
+    (  # the residual connection belongs to the layer, not to attention
+        _MHA.replace("), w", ") + query, w"),
+        "the weights are right but out is not: each head's output",
+    ),
+]
+MISTAKES["05_transformer.decoder_layer_forward"] += [
+    (  # the pair of the package's layer (and the attention sublayers) returned
+        _DECODER.replace(
+            "return x + layer.feed_forward(layer.norm3(x))",
+            "return x + layer.feed_forward(layer.norm3(x)), None",
+        ),
+        "return the new x alone, a tensor of the shape of x, (2, 4, 16)",
+    ),
+]
+MISTAKES["05_transformer.decoder_layer_forward"] += [
+    (
+        _DECODER.replace("return x + layer", "x = x + layer"),
+        "returned None. Hint: a function without a return",
+    ),
+]
+MISTAKES["04_attention.causal_mask"] += [
+    (
+        "def causal_mask(L):\n    mask = torch.ones(L, L, dtype=torch.bool).triu(diagonal=1)",
+        "your function returned None",
+    ),
+]
+MISTAKES["05_transformer.teacher_forcing_loss"] += [
+    (
+        _LOSS.replace("ignore_index=PAD_IDX)", "ignore_index=PAD_IDX, reduction='sum')"),
+        "this is the sum over tokens",
+    ),
+    (
+        _LOSS.replace("ignore_index=PAD_IDX)", "ignore_index=PAD_IDX, reduction='none')"),
+        "the loss is one number, a 0-dimensional tensor",
+    ),
+]
+MISTAKES["05_transformer.training_step"] += [
+    (
+        _STEP.replace("min(1.0, (step + 1) / warmup_steps)", "step / warmup_steps"),
+        "this is not the rate of this step",
+    ),
+    (
+        _STEP.replace(
+            "    return loss.item()",
+            "    logits = model(src, tgt[:, :-1], spm, tpm[:, :-1])\n"
+            "    return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_IDX).item()",
+        ),
+        "this is the loss after the step",
+    ),
+]
+MISTAKES["06_translation.greedy_translate"] += [
+    (_GREEDY.replace("range(max_len)", "range(max_len + 1)"), "one token too many: stop after max_len = 12"),
+    (
+        _GREEDY.replace("range(max_len)", "range(max_len - 1)"),
+        "one token too few: generate up to max_len = 12",
+    ),
+    (
+        _GREEDY.replace("TARGET_VOCAB.decode(ys[0, 1:].tolist())", "TARGET_VOCAB.tokens_of(ys[0, 1:])"),
+        "return the series as text",
+    ),
+    (  # the text spelled from the vocabulary's tokens, <eos> appended before the loop stops
+        _GREEDY.replace(
+            "        if next_token == EOS_IDX:\n            break\n        ys = torch.cat([ys, next_token.view(1, 1)], dim=1)",
+            "        ys = torch.cat([ys, next_token.view(1, 1)], dim=1)\n        if next_token == EOS_IDX:\n            break",
+        ).replace(
+            "TARGET_VOCAB.decode(ys[0, 1:].tolist())", "''.join(TARGET_VOCAB.itos[c] for c in ys[0, 1:])"
+        ),
+        "leave <eos> out of the text",
+    ),
+    (  # sampling, not the most likely token
+        _GREEDY.replace(
+            "model.decode(ys, memory)[0, -1].argmax()",
+            "torch.multinomial(model.decode(ys, memory)[0, -1].softmax(-1), 1)[0]",
+        ),
+        "compare your loop with the steps above the exercise",
+    ),
+]
+MISTAKES["06_translation.series_log_probability"] += [
+    (
+        "def series_log_probability(model, source, series):\n"
+        "    src = torch.tensor([code(source, SOURCE_VOCAB)])\n"
+        "    tgt = torch.tensor([code(series, TARGET_VOCAB)])\n"
+        "    p = model(src, tgt[:, :-1]).softmax(dim=-1)\n"
+        "    return p[0].gather(1, tgt[0, 1:, None]).sum().item()",
+        "add log-probabilities (log_softmax), not probabilities",
+    ),
+]
+
+
 def test_every_exercise_has_a_mistake_test():
     assert sorted(MISTAKES) == GRADE_IDS
     for grade_id, mistakes in MISTAKES.items():
@@ -1215,11 +1646,13 @@ def reference_code(grade_id: str) -> list[str]:
 
 def every_hint(grade_id: str, monkeypatch) -> set[str]:
     """Every hint the check of ``grade_id`` holds for its cases: the typical mistakes' and the default ones,
-    and the hints of the failures it reports, gathered while it judges the reference and the typical mistakes."""
+    and the hints of the failures it reports (an explainer's too), gathered while it judges the reference and
+    the typical mistakes."""
     from labutils.checks import compare
 
     hints: set[str] = set()
-    module = importlib.import_module(f"labutils.checks.{_MODULES[grade_id.split('.')[0]]}")
+    function = checks.EXERCISES[grade_id].function
+    module = importlib.import_module(getattr(checks, function).judge.__module__)  # where its judge is
     original_expect, original_fail = compare.expect, compare.fail
 
     def expect(got, expected, what, hint="", mistakes=(), *args, **kwargs):
@@ -1235,20 +1668,11 @@ def every_hint(grade_id: str, monkeypatch) -> set[str]:
     monkeypatch.setattr(module, "expect", expect)
     monkeypatch.setattr(module, "fail", fail, raising=False)
     monkeypatch.setattr(compare, "fail", fail)
-    function = checks.EXERCISES[grade_id].function
     for source in [REFERENCE[grade_id], *(source for source, _ in MISTAKES[grade_id])]:
-        run_check(grade_id, define(source, function))
+        result = run_check(grade_id, define(source, function))
+        # and the hints of the exceptions the answers raised (an explainer's)
+        hints.update(o.message.split("Hint: ", 1)[1] for o in result.outcomes if "Hint: " in o.message)
     return hints
-
-
-_MODULES = {
-    "01_tokenization": "tokenization",
-    "02_coding_and_padding": "coding_and_padding",
-    "03_embedding": "embedding",
-    "04_attention": "attention",
-    "05_transformer": "transformer",
-    "06_translation": "translation",
-}
 
 
 @pytest.mark.parametrize("grade_id", GRADE_IDS)

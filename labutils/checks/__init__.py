@@ -6,7 +6,9 @@ A check cell calls one function of this package with the function its answer cel
 
 The package is a small core (:mod:`~labutils.checks.core`: exercises, cases, running and publishing;
 :mod:`~labutils.checks.compare`: comparisons and hints; :mod:`~labutils.checks.guard`: what an answer may not
-use) and a module per notebook (:mod:`~labutils.checks.tokenization` … :mod:`~labutils.checks.translation`).
+use) and a module per notebook (:mod:`~labutils.checks.tokenization` … :mod:`~labutils.checks.translation`;
+notebooks 04 and 05 have two each: attention and :mod:`~labutils.checks.multi_head`, the transformer's layers
+and :mod:`~labutils.checks.training`).
 Adding an exercise is one judge function and its list of typical mistakes in its notebook's module, declared
 with :func:`~labutils.checks.core.exercise` (see there: cases, call, judge).
 
@@ -63,19 +65,10 @@ from labutils.checks.guard import ForbiddenCall
 from labutils.checks.tokenization import split_tokens, build_vocabulary
 from labutils.checks.coding_and_padding import encode, pad_codes, make_batch
 from labutils.checks.embedding import sinusoidal_encoding, embed, project_2d
-from labutils.checks.attention import (
-    attention,
-    masked_attention,
-    causal_mask,
-    split_heads,
-    multi_head_attention,
-)
-from labutils.checks.transformer import (
-    encoder_layer_forward,
-    decoder_layer_forward,
-    teacher_forcing_loss,
-    training_step,
-)
+from labutils.checks.attention import attention, masked_attention, causal_mask
+from labutils.checks.multi_head import split_heads, multi_head_attention
+from labutils.checks.transformer import encoder_layer_forward, decoder_layer_forward
+from labutils.checks.training import teacher_forcing_loss, training_step
 from labutils.checks.translation import greedy_translate, series_log_probability
 
 # isort: on

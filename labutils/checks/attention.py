@@ -1,18 +1,16 @@
-"""Checks of notebook 04, attention: ``attention`` (4.1), ``masked_attention`` (4.2), ``causal_mask`` (4.3),
-``split_heads`` (4.4), ``multi_head_attention`` (4.5)."""
+"""Checks of notebook 04, attention: ``attention`` (4.1), ``masked_attention`` (4.2), ``causal_mask`` (4.3).
+Its multi-head exercises are checked in :mod:`labutils.checks.multi_head`."""
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from labutils import attention as _attention
-from labutils.checks.compare import expect, fail, matches, pair
-from labutils.checks.core import Case, exercise, fresh, hidden_test, integer, pick, randn
+from labutils.checks.compare import answer_line, expect, fail, matches, pair
+from labutils.checks.core import Case, exercise, hidden_test, integer, randn
 
 #: What attention may not use: the package's attention, and PyTorch's.
 _ATTENTION_REPLACES = (
@@ -62,7 +60,7 @@ def _attention_mistakes(Q, K, V, mask=None):
     ]
 
 
-def _attention_pair(got, out: torch.Tensor, weights: torch.Tensor, what: str) -> tuple:
+def attention_pair(got, out: torch.Tensor, weights: torch.Tensor, what: str) -> tuple:
     """The answer's (out, weights); a pair returned the wrong way round fails with its own hint."""
     got_out, got_weights = pair(got, what)
     if not matches(got_weights, weights) and matches(got_out, weights) and matches(got_weights, out):
@@ -82,11 +80,30 @@ def _attention_cases() -> dict[str, Case]:
     }
 
 
-@exercise("04_attention.attention", "4.1", 2, _ATTENTION_REPLACES, cases=_attention_cases)
+def _explain_scores(args: tuple, error: str) -> str | None:
+    """An error of QKᵀ with leading axes (a batch, heads): K.T reverses them all."""
+    if not error.startswith("RuntimeError") or "size" not in error:
+        return None
+    Q, K = args[0], args[1]
+    line = answer_line(error)
+    if ".T" in line and ".transpose" not in line:
+        return (
+            f"K.T reverses every axis of K, {tuple(K.shape)} here, the batch's included; QKᵀ needs only "
+            "the last two swapped, (…, d, Lk), with every leading axis kept"
+        )
+    return (
+        f"the shapes did not line up: Q is {tuple(Q.shape)}, (…, Lq, d), and K {tuple(K.shape)}, (…, Lk, d); "
+        "the scores are (…, Lq, Lk), with every leading axis (batch, heads) kept"
+    )
+
+
+@exercise(
+    "04_attention.attention", "4.1", 2, _ATTENTION_REPLACES, cases=_attention_cases, explain=_explain_scores
+)
 def attention(args: tuple, got) -> str:
     Q, K, V = args
     out, weights = _attention.scaled_dot_product_attention(Q, K, V)
-    got_out, got_weights = _attention_pair(got, out, weights, "attention")
+    got_out, got_weights = attention_pair(got, out, weights, "attention")
     expect(got_weights, weights, "weights", mistakes=_attention_mistakes(Q, K, V))
     expect(
         got_out,
@@ -175,12 +192,62 @@ def _masked_weights_are_zero(got_weights: torch.Tensor, mask: torch.Tensor) -> N
         )
 
 
-@exercise("04_attention.masked_attention", "4.2", 2, _ATTENTION_REPLACES, cases=_masked_attention_cases)
+def _mask_hint(got, mask: torch.Tensor) -> str | None:
+    """What the weights ``got`` do with the keys ``mask`` hides and allows, when that is what is wrong."""
+    if not isinstance(got, torch.Tensor) or not got.is_floating_point():
+        return None
+    try:
+        hidden = mask.expand_as(got)
+    except RuntimeError:
+        return None
+    g = got.detach().double()
+    if torch.isnan(g).any():
+        return None
+    allowed = ~hidden
+    n_allowed, n_hidden = int(allowed.sum()), int(hidden.sum())
+    zero_allowed, weighted_hidden = int((g[allowed] == 0).sum()), int((g[hidden] != 0).sum())
+    if n_allowed and zero_allowed == n_allowed and (n_hidden == 0 or weighted_hidden):
+        also = f", and {weighted_hidden} of the {n_hidden} at keys it hides are not" if n_hidden else ""
+        return (
+            f"all {n_allowed} weights at keys the mask allows (False) are zero{also}: the mask is inverted; "
+            "True marks the keys a query may NOT attend to"
+        )
+    if weighted_hidden:
+        i = tuple((hidden & (g != 0)).nonzero()[0].tolist())
+        return (
+            f"the weight at index {i} is {g[i].item():.3g}, though the mask hides that key (True there): a "
+            "hidden key gets weight zero, because the mask acts on the scores, before the softmax"
+        )
+    sums, sees = g.sum(dim=-1), allowed.any(dim=-1)
+    off = sees & ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)
+    if off.any():
+        i = tuple(off.nonzero()[0].tolist())
+        return (
+            f"the weights of the query at index {i} sum to {sums[i].item():.3g}: a query that may see some "
+            "key spreads a total weight of one over the keys it may see"
+        )
+    return None
+
+
+@exercise(
+    "04_attention.masked_attention",
+    "4.2",
+    2,
+    _ATTENTION_REPLACES,
+    cases=_masked_attention_cases,
+    explain=_explain_scores,
+)
 def masked_attention(args: tuple, got) -> str:
     Q, K, V, mask = args
     out, weights = _attention.scaled_dot_product_attention(Q, K, V, mask)
-    got_out, got_weights = _attention_pair(got, out, weights, "masked_attention")
-    expect(got_weights, weights, "weights", mistakes=_masked_attention_mistakes(Q, K, V, mask))
+    got_out, got_weights = attention_pair(got, out, weights, "masked_attention")
+    expect(
+        got_weights,
+        weights,
+        "weights",
+        hint=_mask_hint(got_weights, mask) or "",
+        mistakes=_masked_attention_mistakes(Q, K, V, mask),
+    )
     _masked_weights_are_zero(got_weights, mask)
     expected_out = F.scaled_dot_product_attention(Q, K, V, attn_mask=~mask)  # PyTorch: True = may attend
     expected_out = expected_out.masked_fill(mask.all(dim=-1, keepdim=True), 0.0)  # no key: zero, not NaN
@@ -245,182 +312,6 @@ def causal_mask(args: tuple, got) -> None:
     expect(got, expected, f"causal_mask({L})", mistakes=_causal_mask_mistakes(L, expected))
 
 
-# ------------------------------------------------------------------------------------------- 4.4 split_heads
-
-
-def _split_heads_mistakes(x: torch.Tensor, H: int):
-    B, L, d_model = x.shape
-    d_head = d_model // H
-    return [
-        (  # first: when L == H it gives what the next one gives
-            lambda: x.reshape(B, H, L, d_head),
-            "positions were mixed into heads: a reshape keeps the order of the values, so cutting "
-            "straight to (B, H, L, d_head) gives head 0 the first positions, not the first features of "
-            "every position. Cut each position's features into heads first, then move the head axis",
-        ),
-        (
-            lambda: x.view(B, L, H, d_head),
-            "this is (B, L, H, d_head), the heads after the positions: the heads go before the "
-            "positions, (B, H, L, d_head)",
-        ),
-        (
-            lambda: x.view(B, L, d_head, H).permute(0, 3, 1, 2),
-            "each head took every H-th feature; head h holds one block of d_head neighbouring "
-            "features, h*d_head … (h+1)*d_head - 1",
-        ),
-        (
-            lambda: x.transpose(1, 2).reshape(B, H, L, d_head),
-            "the axes were swapped before the features were cut into heads, so a head holds a mix of "
-            "positions: cut each position's features first, swap the axes after",
-        ),
-    ]
-
-
-def _split_heads_cases() -> dict[str, Case]:
-    cases = {}
-    for name, (B, L, d_model, H) in {
-        "B=2, L=5, d_model=8 into 2 heads": (2, 5, 8, 2),
-        "B=1, L=3, d_model=12 into 3 heads": (1, 3, 12, 3),
-    }.items():
-        x = torch.arange(B * L * d_model, dtype=torch.float32).view(B, L, d_model)  # readable values
-        cases[name] = Case((x, H))
-    return cases
-
-
-_SPLIT_HEADS_REPLACES = ("labutils.attention.MultiHeadAttention.split_heads",)
-
-
-@exercise("04_attention.split_heads", "4.4", 1, _SPLIT_HEADS_REPLACES, cases=_split_heads_cases)
-def split_heads(args: tuple, got) -> None:
-    x, H = args
-    expected = _attention.MultiHeadAttention(x.size(-1), H).split_heads(x)
-    expect(
-        got,
-        expected,
-        f"split_heads(x, {H})",
-        mistakes=_split_heads_mistakes(x, H),
-        hint="head h holds features h*d_head … (h+1)*d_head - 1 of every position",
-    )
-
-
-# ---------------------------------------------------------------------------------- 4.5 multi_head_attention
-
-
-def _heads_of(mha: _attention.MultiHeadAttention, query, key, value, mask=None, **mistake):
-    """Multi-head attention with ``mha``'s weights and one typical mistake switched on (defaults: right).
-
-    ``merge="no transpose"`` joins the heads without moving the head axis back; ``out_proj=False`` leaves
-    the output projection out; ``masked=False`` ignores the mask; ``values="key"`` takes the values from
-    the key input; ``scale="d_model"`` scales the scores by √d_model.
-    """
-    B, Lq, d_model = query.shape
-    Q = mha.split_heads(mha.q_proj(query))  # (B, H, Lq, d_head)
-    K = mha.split_heads(mha.k_proj(key))  # (B, H, Lk, d_head)
-    V = mha.split_heads(mha.v_proj(key if mistake.get("values") == "key" else value))
-    if mistake.get("scale") == "d_model":
-        Q = Q * math.sqrt(mha.d_head / d_model)  # as if the scores were divided by √d_model
-    full = mask[:, None, None, :] if mask is not None and mistake.get("masked", True) else None
-    heads, weights = _attention.scaled_dot_product_attention(Q, K, V, full)  # (B, H, Lq, d_head)
-    if mistake.get("merge") == "no transpose":
-        joined = heads.reshape(B, Lq, d_model)
-    else:
-        joined = heads.transpose(1, 2).reshape(B, Lq, d_model)  # (B, Lq, d_model)
-    out = mha.out_proj(joined) if mistake.get("out_proj", True) else joined
-    return out, weights
-
-
-def _multi_head_mistakes(mha, query, key, value, mask):
-    def out_of(**mistake):
-        return lambda: _heads_of(mha, query, key, value, mask, **mistake)[0]
-
-    def weights_of(**mistake):
-        return lambda: _heads_of(mha, query, key, value, mask, **mistake)[1]
-
-    weights = [
-        (
-            lambda: _heads_of(mha, query, key, value, mask)[1].mean(dim=1),
-            "the weights were averaged over the heads: each head has a map of its own, (B, H, Lq, Lk)",
-        ),
-        (
-            weights_of(masked=False),
-            "no key was masked: the padding mask (B, Lk) must reach every head and every query, which "
-            "takes two more axes, (B, 1, 1, Lk)",
-        ),
-        (
-            weights_of(scale="d_model"),
-            "the scores were scaled by √d_model; each head attends in d_head = d_model / H dimensions, "
-            "so its scale is √d_head",
-        ),
-    ]
-    outs = [
-        (
-            out_of(merge="no transpose"),
-            "the heads were joined in the wrong order: before they are put side by side again, the "
-            "head axis goes back after the positions, the reverse of the split",
-        ),
-        (
-            out_of(out_proj=False),
-            "the heads' outputs were joined but not mixed: the last step is the output projection W^O "
-            "(out_proj)",
-        ),
-        (
-            out_of(values="key"),
-            "the values were computed from the key input: V comes from the value input",
-        ),
-    ]
-    return weights, outs
-
-
-def _on_a_copy(answer: Callable, args: tuple):
-    """The answer run on a copy of the module: the check's own stays as the cases made it."""
-    mha, *inputs = args
-    return answer(copy.deepcopy(mha), *fresh(tuple(inputs)))
-
-
-def _multi_head_cases() -> dict[str, Case]:
-    pad = torch.tensor([[False] * 6, [False, False, False, False, True, True]])  # (B, Lk)
-    x = randn(2, 5, 8, seed=60)
-    cases = {
-        "self-attention, 2 heads, no mask": (_attention.MultiHeadAttention(8, 2), x, x, x, None),
-        "cross-attention, 4 heads, keys and values of another length, padding mask": (
-            _attention.MultiHeadAttention(16, 4),
-            randn(2, 3, 16, seed=61),
-            randn(2, 6, 16, seed=62),
-            randn(2, 6, 16, seed=63),
-            pad,
-        ),
-        "self-attention with padding, 4 heads": (
-            _attention.MultiHeadAttention(16, 4),
-            *(randn(2, 6, 16, seed=64),) * 3,
-            pad,
-        ),
-    }
-    return {name: Case(args, call=_on_a_copy) for name, args in cases.items()}
-
-
-_MULTI_HEAD_REPLACES = ("labutils.attention.MultiHeadAttention.forward",)
-
-
-@exercise("04_attention.multi_head_attention", "4.5", 2, _MULTI_HEAD_REPLACES, cases=_multi_head_cases)
-def multi_head_attention(args: tuple, got) -> str:
-    mha, query, key, value, mask = args
-    reference = _attention.MultiHeadAttention(mha.d_model, mha.n_heads).eval()
-    reference.load_state_dict(mha.state_dict())  # the package's module, with the same (copied) weights
-    out, weights = reference(query, key, value, mask, need_weights=True)
-    got_out, got_weights = _attention_pair(got, out, weights, "multi_head_attention")
-    weight_mistakes, out_mistakes = _multi_head_mistakes(mha, query, key, value, mask)
-    expect(got_weights, weights, "weights (B, H, Lq, Lk)", mistakes=weight_mistakes)
-    expect(
-        got_out,
-        out,
-        "out (compared with MultiHeadAttention's)",
-        mistakes=out_mistakes,
-        hint="the weights are right but out is not: each head's output is its weights times its values, "
-        "then the heads are joined and mixed by the output projection",
-    )
-    return f"equal to MultiHeadAttention({mha.d_model}, {mha.n_heads}) with the same weights"
-
-
 # ------------------------------------------------------------------------------------------------ hidden tests
 # Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
 
@@ -451,26 +342,3 @@ def a_fully_masked_row(generator) -> Case:
 )
 def any_length(generator) -> Case:
     return Case((integer(generator, 2, 64),))
-
-
-@hidden_test("04_attention.split_heads", "any number of heads, one included, gets its own block of features")
-def any_heads(generator) -> Case:
-    H, d_head = pick(generator, [1, integer(generator, 2, 6)]), integer(generator, 1, 5)
-    x = torch.randn(integer(generator, 1, 3), integer(generator, 1, 7), H * d_head, generator=generator)
-    return Case((x, H))
-
-
-@hidden_test(
-    "04_attention.multi_head_attention",
-    "any number of heads, lengths and padding give the module's output and per-head weights",
-)
-def any_heads_and_padding(generator) -> Case:
-    H, d_head = pick(generator, [1, 2, 4, 8]), integer(generator, 1, 4)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(integer(generator, 0, 2**31))
-        mha = _attention.MultiHeadAttention(H * d_head, H)
-    B, Lq, Lk = integer(generator, 1, 3), integer(generator, 1, 6), integer(generator, 1, 7)
-    query, key, value = (torch.randn(B, L, H * d_head, generator=generator) for L in (Lq, Lk, Lk))
-    lengths = torch.tensor([integer(generator, 1, Lk) for _ in range(B)])
-    pad = torch.arange(Lk)[None, :] >= lengths[:, None]  # (B, Lk): never a whole row
-    return Case((mha, query, key, value, pick(generator, [None, pad])), call=_on_a_copy)

@@ -41,10 +41,29 @@ def _encode_cases() -> dict[str, Case]:
     return {name: Case((text, dict(vocab.stoi))) for name, (text, vocab) in cases.items()}
 
 
+def _explain_encode(args: tuple, error: str) -> str | None:
+    """A KeyError is a lookup of something the dict ``stoi`` given to the answer does not hold, or holds."""
+    if not error.startswith("KeyError: "):
+        return None
+    key = error.removeprefix("KeyError: ").split(" (line ")[0].strip()
+    stoi = args[1]
+    if key.strip("'\"") in stoi:
+        return (
+            f"{key} is in the dict stoi your function was given, so it was looked up in another dict: this "
+            "case codes with the vocabulary it passes in, which need not be the source vocabulary"
+        )
+    return (
+        f"{key} is no token of the vocabulary: tokenize the text first (labutils.tokenize), then look up "
+        "each token; the special tokens are written '<sos>' and '<eos>'"
+    )
+
+
 _ENCODE_REPLACES = ("labutils.tokens.code", "labutils.tokens.Vocabulary.encode")
 
 
-@exercise("02_coding_and_padding.encode", "2.1", 1, _ENCODE_REPLACES, cases=_encode_cases)
+@exercise(
+    "02_coding_and_padding.encode", "2.1", 1, _ENCODE_REPLACES, cases=_encode_cases, explain=_explain_encode
+)
 def encode(args: tuple, got) -> str:
     text, stoi = args
     vocab = SOURCE_VOCAB if stoi == SOURCE_VOCAB.stoi else TARGET_VOCAB
@@ -67,7 +86,7 @@ def _pad_mistakes(codes, length, layout):
     return [
         (
             lambda: _tokens.pad(codes, length, other),
-            f"this is the {other!r} layout; layout={layout!r} asks for "
+            f"this is the {other}'s layout; layout={layout!r} asks for "
             + ("<sos> tokens <eos> <pad> …" if layout == "package" else "<sos> tokens <pad> … <eos>"),
         ),
         (lambda: padding + list(codes), "pad at the end, not at the front"),
@@ -101,7 +120,7 @@ def _the_default_layout(args: tuple, got) -> None:
         mistakes=[
             (
                 lambda: _tokens.pad(codes, length, "lecture"),
-                "without a layout argument you used the 'lecture' layout; the default is 'package'",
+                "without a layout argument you used the lecture's layout; the default is the package's",
             ),
             *_pad_mistakes(codes, length, "package")[1:],
         ],
@@ -114,10 +133,20 @@ def _what_a_long_sequence_gives(answer: Callable, args: tuple) -> dict:
         return {"returned": answer(*fresh(args))}
     except ValueError:
         return {"raised": "ValueError"}
+    except NotImplementedError:
+        raise
+    except Exception as error:  # another exception: its name, which the judge reports
+        return {"raised": type(error).__name__}
 
 
 def _raises_value_error(args: tuple, got: dict) -> str:
     codes, length, layout = args
+    raised = got.get("raised")
+    if raised is not None and raised != "ValueError":
+        fail(
+            f"pad_codes(<{len(codes)} codes>, {length}, {layout!r}) raised {raised}. Hint: the instructions "
+            "ask for a ValueError, the exception Python uses for a value that does not fit"
+        )
     if got != {"raised": "ValueError"}:
         fail(
             f"pad_codes(<{len(codes)} codes>, {length}, {layout!r}) returned {short(got.get('returned'))}. "
@@ -196,13 +225,25 @@ def _make_batch_cases() -> dict[str, Case]:
 _MAKE_BATCH_REPLACES = ("labutils.tokens.pad_batch", "labutils.tokens.collate")
 
 
+def _is_mask(x, mask: torch.Tensor) -> bool:
+    return isinstance(x, torch.Tensor) and x.dtype == torch.bool and x.shape == mask.shape
+
+
 @exercise("02_coding_and_padding.make_batch", "2.3", 2, _MAKE_BATCH_REPLACES, cases=_make_batch_cases)
 def make_batch(args: tuple, got) -> str:
     (sequences,) = args
     codes, mask = _tokens.pad_batch(sequences)
     if not isinstance(got, tuple) or len(got) != 2:
-        fail(f"make_batch should return a pair (codes, mask), got {type(got).__name__} {short(got)}")
+        fail(
+            f"make_batch returned {type(got).__name__} {short(got)}. Hint: the instructions ask for a pair "
+            "(codes, mask): the padded codes and their padding mask"
+        )
     got_codes, got_mask = got
+    if _is_mask(got_codes, mask) and isinstance(got_mask, torch.Tensor) and got_mask.dtype != torch.bool:
+        fail(
+            "make_batch returned a boolean tensor first and the codes second. Hint: the pair is "
+            "(codes, mask), codes first"
+        )
     length = max(map(len, sequences))
     expect(
         got_codes,

@@ -7,6 +7,8 @@ that mistake's hint: ``mistakes`` are ``(make_result, hint)`` pairs, tried in or
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 
@@ -19,6 +21,10 @@ def short(value, limit: int = 160) -> str:
         if value.numel() > 24:
             return f"tensor of shape {tuple(value.shape)}"
         value = value.tolist()
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        inner = ", ".join(short(v, limit) for v in value)
+        text = f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+        return text if len(text) <= limit else text[: limit - 1] + "…"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -65,6 +71,11 @@ def expect(
     ``mistakes`` are ``(make_result, hint)`` pairs: if ``got`` equals a known wrong result (within
     ``mistake_atol``, default ``atol``), its hint is given, else ``hint``.
     """
+    if got is None and expected is not None:
+        fail(
+            f"{what}: your function returned None. Hint: a function without a return statement returns "
+            "None; return the result"
+        )
     if isinstance(expected, torch.Tensor):
         problem = tensor_problem(got, expected, atol, rtol)
     else:
@@ -149,7 +160,8 @@ def value_problem(got, expected) -> str | None:
             min(len(got), len(expected)),
         )
         if len(got) != len(expected):  # said first: a wrong length explains the items that follow
-            return f"you returned {short(got)}: {len(got)} items, where {len(expected)} are wanted"
+            items = f"{len(got)} item{'' if len(got) == 1 else 's'}"
+            return f"you returned {short(got)}: {items}, where {len(expected)} are wanted"
         return f"you returned {short(got)}; the first wrong item is at position {i}: {got[i]!r}"
     return f"you returned {short(got)}, which is not right"
 
@@ -158,3 +170,18 @@ def pair(got, what: str) -> tuple:
     if not isinstance(got, tuple) or len(got) != 2:
         fail(f"{what} should return a pair (out, weights), got {type(got).__name__} {short(got)}")
     return got
+
+
+_BROADCAST = re.compile(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)")
+
+
+def broadcast_sizes(error: str) -> tuple[int, int] | None:
+    """The two sizes that did not match in a broadcast error's description, or None if it is not one."""
+    found = _BROADCAST.search(error)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def answer_line(error: str) -> str:
+    """The line of the answer that raised, as an exception's description quotes it (else "")."""
+    found = re.search(r"`(.*)`\)$", error)
+    return found.group(1) if found else ""

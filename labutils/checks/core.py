@@ -58,6 +58,9 @@ class Exercise:
 
 
 Judge = Callable[..., "str | None"]
+#: What an exception the answer raised on a case says about its mistake: ``(args, description) -> hint``.
+Explainer = Callable[[tuple, str], "str | None"]
+Explain = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,13 @@ def _guarded(answer: Callable, exercise: Exercise) -> Callable:
     return guarded
 
 
-def _test(result: CheckResult, name: str, body: Callable[[], str | None]) -> None:
-    """Run one named test of the answer and record how it went; an error is a failure, never raised."""
+def _test(
+    result: CheckResult, name: str, body: Callable[[], str | None], explain: Explain | None = None
+) -> None:
+    """Run one named test of the answer and record how it went; an error is a failure, never raised.
+
+    ``explain(error)`` turns the one-line description of an exception the answer raised into a hint.
+    """
     if result.not_attempted:
         result.add(name, False, "not done yet")
         return
@@ -270,11 +278,12 @@ def _test(result: CheckResult, name: str, body: Callable[[], str | None]) -> Non
     except Exception as error:
         if hasattr(error, "_labutils_answer"):  # raised inside the answer
             described = error._labutils_answer
-            message = (
-                described
-                if described.startswith("your answer calls")
-                else f"your function raised {described}"
-            )
+            if described.startswith("your answer calls"):
+                message = described
+            else:
+                message = f"your function raised {described}"
+                hint = _explained(explain, described)
+                message += f". Hint: {hint}" if hint else ""
         elif isinstance(error, AssertionError):  # a judge's comparison, or a hidden test's assert
             message = str(error)
         else:  # a hidden test's own code, or a bug of the check
@@ -285,12 +294,31 @@ def _test(result: CheckResult, name: str, body: Callable[[], str | None]) -> Non
         result.add(name, True, message or "")
 
 
+def _explained(explain: Explain | None, described: str) -> str | None:
+    """The hint ``explain`` gives for an exception's description; None when it has none, or fails itself."""
+    if explain is None:
+        return None
+    try:
+        return explain(described)
+    except Exception:  # a hint is a help, never a second failure
+        return None
+
+
 # ------------------------------------------------------------------------------------------------- exercises
 
 #: Every exercise by grade_id.
 EXERCISES: dict[str, Exercise] = {}
 #: Each exercise's cases and judge, by grade_id: what the grader rebuilds and judges in its own process.
 CHECKS: dict[str, tuple[Callable[[], dict[str, Case]], Judge]] = {}
+#: Each exercise's explainer, by grade_id (if it has one): hints for the exceptions a typical mistake raises.
+EXPLAINERS: dict[str, Explainer] = {}
+
+
+def _explain_for(grade_id: str, args: tuple) -> Explain | None:
+    explainer = EXPLAINERS.get(grade_id)
+    return None if explainer is None else functools.partial(explainer, args)
+
+
 _HIDDEN: dict[str, dict[str, Callable]] = {}  # tests a notebook's check cell registers (nbgrader's form)
 
 
@@ -396,7 +424,7 @@ def judge_returned(result: CheckResult, name: str, case: Case, returned: dict) -
             raise _AnswerRaised(str(returned["error"]))
         return (case.judge or judge)(case.args, returned.get("value"))
 
-    _test(result, name, body)
+    _test(result, name, body, _explain_for(result.exercise.grade_id, case.args))
     if name.startswith("hidden test: "):
         result.outcomes[-1].message = ""
 
@@ -408,14 +436,20 @@ def exercise(
     forbidden: tuple[str, ...] = (),
     *,
     cases: Callable[[], dict[str, Case]],
+    explain: Explainer | None = None,
 ) -> Callable[[Judge], Callable[[Callable], float | None]]:
     """Declare an exercise: ``cases()`` gives its named cases; the decorated ``judge(args, got)`` judges one.
+
+    ``explain(args, description)``, if given, says what an exception the answer raised on a case means (a
+    broadcast error of a mask of the wrong shape, a pair left unpacked): the hint added to its message.
 
     Returns the check, ``check(answer)``: it runs every case through the guarded answer and its judge, then
     the hidden tests registered for ``grade_id``, and publishes one result.
     """
     declared = Exercise(grade_id, number, points, forbidden)
     EXERCISES[grade_id] = declared
+    if explain is not None:
+        EXPLAINERS[grade_id] = explain
 
     def register(judge: Judge) -> Callable[[Callable], float | None]:
         CHECKS[grade_id] = (cases, judge)
@@ -466,7 +500,7 @@ def run(
                     got = (case.call or call_with_fresh_arguments)(guarded, case.args)
                     return (case.judge or judge)(case.args, got)
 
-                _test(result, name, body)
+                _test(result, name, body, _explain_for(exercise.grade_id, case.args))
                 if name.startswith("hidden test: "):  # its requirement, never its inputs
                     result.outcomes[-1].message = ""
             for name, fn in hidden.items():

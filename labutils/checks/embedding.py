@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.coding_and_padding import SLIDE_CODES
-from labutils.checks.compare import expect
+from labutils.checks.compare import broadcast_sizes, expect
 from labutils.checks.core import Case, exercise, hidden_test, integer, tiny_model
 from labutils.tokens import SOURCE_VOCAB
 
@@ -153,7 +153,37 @@ def _embed_cases() -> dict[str, Case]:
     }
 
 
-@exercise("03_embedding.embed", "3.2", 2, ("labutils.model.Seq2SeqTransformer.encode",), cases=_embed_cases)
+def _explain_embed(args: tuple, error: str) -> str | None:
+    """A broadcast error: encodings of the wrong number of positions added to the token vectors."""
+    codes, table, pe = args
+    sizes = broadcast_sizes(error)
+    if sizes is None:
+        return None
+    B, L = codes.shape
+    if pe.size(0) in sizes and L in sizes:
+        return (
+            f"pe holds the encodings of {pe.size(0)} positions, and the sequences have {L}: add those of "
+            f"the first {L} positions only, one per position of the sequence"
+        )
+    if B in sizes and L in sizes:
+        return (
+            f"the encodings of {B} positions were added, the batch size: the positions run along the "
+            f"second axis of codes, so a sequence of length {L} takes the encodings of positions 0 … {L - 1}"
+        )
+    return (
+        f"the token vectors, (B, L, d_model) = {(B, L, table.size(1))}, and what was added to them do not "
+        "line up: add one encoding per position, (L, d_model), which broadcasts over the batch"
+    )
+
+
+@exercise(
+    "03_embedding.embed",
+    "3.2",
+    2,
+    ("labutils.model.Seq2SeqTransformer.encode",),
+    cases=_embed_cases,
+    explain=_explain_embed,
+)
 def embed(args: tuple, got) -> str:
     codes, table, pe = args
     # What the model's encoder does first (Seq2SeqTransformer.encode): look up, scale by √d_model, add.

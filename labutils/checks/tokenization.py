@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from labutils import tokens as _tokens
@@ -13,57 +12,150 @@ from labutils.tokens import SOURCE_VOCAB
 # ------------------------------------------------------------------------------------------ 1.1 split_tokens
 
 
-def _split_functions(tokens: list[str]) -> list[str]:
-    out = []
+def _spans(tokens: list[str]) -> list[tuple[int, int]]:
+    """Where each token starts and ends in the tokens written one after the other."""
+    spans, at = [], 0
     for tok in tokens:
-        out += [tok[:-1], "h"] if tok in ("sinh", "cosh", "tanh") else [tok]
-    return out
+        spans.append((at, at + len(tok)))
+        at += len(tok)
+    return spans
 
 
-def _split_power(tokens: list[str]) -> list[str]:
-    out = []
-    for tok in tokens:
-        out += ["*", "*"] if tok == "**" else [tok]
-    return out
+def _a_split_token(got: list[str], expected: list[str]) -> tuple[str, list[str]] | None:
+    """The first token of ``expected`` that ``got`` cut into pieces, with the pieces (both spell the same)."""
+    got_spans = _spans(got)
+    for start, end in _spans(expected):
+        pieces = [got[i] for i, (s, e) in enumerate(got_spans) if start <= s and e <= end]
+        if len(pieces) > 1 and sum(map(len, pieces)) == end - start:
+            return "".join(pieces), pieces
+    return None
 
 
-def _split_big_o(tokens: list[str]) -> list[str]:
-    out = []
-    for tok in tokens:
-        out += ["O", "(", "x", "**", "6", ")"] if tok == _tokens.BIG_O else [tok]
-    return out
+def _a_joined_token(got: list[str], expected: list[str]) -> str | None:
+    """The first token of ``got`` that holds several tokens of ``expected`` (both spell the same)."""
+    expected_spans = _spans(expected)
+    for (start, end), tok in zip(_spans(got), got, strict=True):
+        if sum(start <= s and e <= end for s, e in expected_spans) > 1:
+            return tok
+    return None
 
 
-def _join_numbers(tokens: list[str]) -> list[str]:
-    out: list[str] = []
-    for tok in tokens:
-        if tok.isdigit() and out and out[-1].isdigit():
-            out[-1] += tok
-        else:
-            out.append(tok)
-    return out
+def _split_hint(name: str, pieces: list[str]) -> str:
+    shown = " then ".join(repr(piece) for piece in pieces)
+    if name == _tokens.BIG_O:
+        return (
+            f"{name!r} came out as {len(pieces)} tokens: it is a single token of the target vocabulary, so it "
+            "needs an alternative of its own, tried before those of its pieces"
+        )
+    if name == "**":
+        return (
+            "'**' came out as two '*': ** is one token, and at each position the first alternative that "
+            "matches wins, so revisit the order of your alternatives"
+        )
+    if name in _tokens.FUNCTIONS and all(len(piece) == 1 for piece in pieces):
+        return (
+            f"{name!r} came out letter by letter: at each position the first alternative that matches wins, "
+            "so a whole name must be among the alternatives, tried before the single letters"
+        )
+    return (  # a function name, cut after a shorter name it starts with
+        f"{name!r} came out as {shown}: at each position the first alternative that matches wins, so a "
+        f"longer name must be tried before the name it starts with ({pieces[0]!r})"
+    )
 
 
-def _join_letters(tokens: list[str]) -> list[str]:
-    """What ``[a-z]+`` makes of the tokens: neighbouring one-letter variables become one word (hx)."""
-    out: list[str] = []
-    joinable = False  # the last token out is a run of one-letter variables
-    for tok in tokens:
-        single = len(tok) == 1 and tok.isalpha()
-        if single and joinable:
-            out[-1] += tok
-        else:
-            out.append(tok)
-        joinable = single
-    return out
+def _joined_hint(tok: str) -> str:
+    if tok.isdigit():
+        return (
+            f"{tok!r} came out as one token: the vocabulary holds the digits 0 … 9, not numbers such as "
+            f"{tok}, so each digit is a token of its own"
+        )
+    if tok.isalpha():
+        return (
+            f"{tok!r} came out as one token: outside a function name each letter is a variable of its own "
+            f"({tok} is {' times '.join(tok)})"
+        )
+    return (
+        f"{tok!r} came out as one token: a token is one function name, letter, digit, operator or "
+        "parenthesis (or ** or O(x**6)), and re.findall returns them one by one for a pattern of alternatives"
+    )
+
+
+def _foreign_tokens(got: list[str], text: str) -> str | None:
+    """A hint when a token is empty, holds a space, or holds a character no token may hold."""
+    empty = sum(tok == "" for tok in got)
+    if empty:
+        return (
+            f"{empty} of your tokens are empty strings '': when a pattern has a group ( … ), findall returns "
+            "what the group matched, not the whole match ('' where the group took no part); a parenthesis "
+            "that must match itself is escaped"
+        )
+    if any(not tok.strip() or tok != tok.replace(" ", "") for tok in got):
+        return (
+            "a space became a token (or part of one): spaces are skipped, so no alternative may match a "
+            "space (findall skips what no alternative matches)"
+        )
+    foreign = next((tok for tok in got if len(tok) == 1 and tok not in _ALPHABET), None)
+    if foreign is None:
+        return None
+    hint = (
+        f"{foreign!r} became a token: it is no character of the lab's alphabet, so no alternative may "
+        "match it"
+    )
+    if foreign in ",.":
+        hint += (
+            "; inside [...], a minus sign between two characters stands for every character between them "
+            "(+-/ holds + , - . /), so revisit how a character class holds a minus sign"
+        )
+    return hint
+
+
+def _tokens_hint(got: list[str], expected: list[str], text: str) -> str | None:
+    """What is wrong with the tokens ``got``, named from what they hold (None: nothing recognised)."""
+    hint = _foreign_tokens(got, text) or _lost_characters(got, text)
+    if hint:
+        return hint
+    # A longer token that holds a character no token may hold: compared without it.
+    cleaned = {tok: "".join(c for c in tok if c in _ALPHABET) for tok in got}
+    kept = [cleaned[tok] for tok in got if cleaned[tok]]
+    if "".join(kept) != "".join(expected):
+        return _counts_hint(got, expected)
+    split, joined = _a_split_token(kept, expected), _a_joined_token(kept, expected)
+    where_split = "".join(expected).find(split[0]) if split else -1
+    if split and (joined is None or where_split <= "".join(kept).find(joined)):
+        return _split_hint(*split)
+    if joined is None:
+        return None
+    return _joined_hint(next(tok for tok in got if cleaned[tok] == joined))
+
+
+def _counts_hint(got: list[str], expected: list[str]) -> str | None:
+    """A hint when ``got`` holds tokens as often as the text does, in another order, or a token fewer times."""
+    have, want = Counter(got), Counter(expected)
+    if have == want:
+        return (
+            "these are the right tokens, in another order: the tokens of a text come in the order they "
+            "appear in it, as re.findall returns them, from left to right"
+        )
+    special = next((tok for tok in have if tok in ("<pad>", "<sos>", "<eos>")), None)
+    if special is not None:
+        return (
+            f"{special!r} is no piece of the text: the special tokens are added when a sequence is coded "
+            "(notebook 2), the tokenizer returns the text's own tokens"
+        )
+    fewer = next((tok for tok in want if have[tok] < want[tok]), None)
+    if fewer is None or set(have) - set(want):
+        return None
+    return (
+        f"{fewer!r} appears {want[fewer]} times in the text and {have[fewer]} times in your tokens: each "
+        "occurrence is a token of its own (the vocabulary lists each token once, a text does not)"
+    )
 
 
 def _lost_characters(got, text: str) -> str | None:
     """A hint when the tokens leave out characters of ``text`` (spaces apart), else None."""
     if not isinstance(got, (list, tuple)) or not all(isinstance(tok, str) for tok in got):
         return None
-    lost = Counter(text.replace(" ", "")) - Counter("".join(got))
-    lost -= Counter(c for c in text if c not in _ALPHABET)  # what no token may hold is skipped, rightly
+    lost = set(text.replace(" ", "")) - set("".join(got)) - (set(text) - _ALPHABET)  # (those are skipped)
     if not lost:
         return None
     hint = (
@@ -77,12 +169,6 @@ def _lost_characters(got, text: str) -> str | None:
     return hint
 
 
-def _findall(pattern: str, text: str) -> list[str]:
-    return re.findall(pattern, text)
-
-
-#: The package's pattern with one typical slip: the minus sign unescaped between + and / (a range + , - . /).
-_RANGE_PATTERN = _tokens.TOKEN_PATTERN.pattern.replace(r"+\-/", "+-/")
 #: Every character a token may hold.
 _ALPHABET = set("".join(_tokens.SOURCE_VOCAB.itos[3:] + _tokens.TARGET_VOCAB.itos[3:]))
 
@@ -95,54 +181,6 @@ _TOKENIZE_CASES = {
     "spaces are skipped": "exp(-b*x) * sin(c*x)",
     "a character outside the alphabet is no token: exp(2.5*x)": "exp(2.5*x)",
 }
-
-
-def _spell_functions(tokens: list[str]) -> list[str]:
-    """What a pattern with its one-letter alternative before the names makes: every name letter by letter."""
-    out = []
-    for tok in tokens:
-        out += list(tok) if tok in _tokens.FUNCTIONS else [tok]
-    return out
-
-
-def _split_tokens_mistakes(text: str, expected: list[str]):
-    return [
-        (
-            lambda: _split_functions(expected),
-            "cosh came out as cos then h: at each position the first alternative that matches wins, "
-            "so a longer name must be tried before the name it starts with",
-        ),
-        (
-            lambda: _split_power(expected),
-            "** came out as two *: ** is one token, and at each position the first alternative that "
-            "matches wins, so revisit the order of your alternatives",
-        ),
-        (
-            lambda: _split_big_o(expected),
-            "O(x**6) came out as several tokens: it is a single token of the target vocabulary, so it "
-            "needs an alternative of its own, tried before those of its pieces",
-        ),
-        (
-            lambda: _join_numbers(expected),
-            "a number came out as one token: the vocabulary holds the digits 0 … 9, not numbers such as "
-            "120, so each digit is a token of its own",
-        ),
-        (
-            lambda: _join_letters(expected),
-            "letters side by side came out as one token: outside a function name each letter is a "
-            "variable of its own (hx is h times x)",
-        ),
-        (
-            lambda: _spell_functions(expected),
-            "a function name came out letter by letter: at each position the first alternative that "
-            "matches wins, and a single letter matches before a whole name is tried",
-        ),
-        (
-            lambda: _findall(_RANGE_PATTERN, text),
-            "'.' became a token: inside [...], a minus sign between two characters stands for every "
-            "character between them (+-/ holds + , - . /); revisit how a character class holds a minus sign",
-        ),
-    ]
 
 
 def _split_tokens_cases() -> dict[str, Case]:
@@ -170,9 +208,8 @@ def split_tokens(args: tuple, got) -> str:
         got,
         expected,
         f"split_tokens({text!r})",
-        hint=_lost_characters(got, text)
+        hint=_tokens_hint(got, expected, text)
         or "compare your pattern with the list of tokens the vocabulary holds",
-        mistakes=_split_tokens_mistakes(text, expected),
     )
     return f"{len(expected)} tokens"
 
@@ -226,7 +263,32 @@ def _vocabulary_mistakes(token_lists):
             lambda: {tok: i + 1 for i, tok in enumerate(specials + others)},
             "the codes start at 1; a code is a position in the list of tokens, and the first is 0",
         ),
+        (
+            lambda: {i: tok for tok, i in _vocabulary(token_lists).items()},
+            "this dict goes from each code to its token (itos); the vocabulary asked for goes the other way, "
+            "from each token to its code",
+        ),
     ]
+
+
+def _order_hint(got, token_lists) -> str | None:
+    """A hint when ``got`` holds the right tokens and codes 0, 1, 2, … but pairs them in another order."""
+    expected = _vocabulary(token_lists)
+    if not isinstance(got, dict) or set(got) != set(expected):
+        return None
+    if sorted(map(str, got.values())) != sorted(map(str, expected.values())):
+        return None
+    if any(got[tok] != expected[tok] for tok in ("<pad>", "<sos>", "<eos>")):
+        return "the special tokens keep codes 0, 1, 2 (padding, start, end), and the other tokens follow"
+    by_code = sorted(got, key=lambda tok: got[tok])
+    pair = next(((a, b) for a, b in zip(by_code, by_code[1:]) if expected[a] > expected[b]), None)
+    if pair is None:
+        return None
+    first, second = pair
+    return (
+        f"{first!r} has a smaller code than {second!r}, though it sorts after it: after the special "
+        "tokens, the codes follow the sorted order of the tokens (sorted on strings)"
+    )
 
 
 def _a_list_of_tokens(got, token_lists) -> None:
@@ -257,7 +319,13 @@ def _build_vocabulary_cases() -> dict[str, Case]:
 def _the_lecture_vocabulary(args: tuple, got) -> str:
     (scrambled,) = args
     _a_list_of_tokens(got, scrambled)
-    expect(got, dict(SOURCE_VOCAB.stoi), "build_vocabulary", mistakes=_vocabulary_mistakes(scrambled))
+    expect(
+        got,
+        dict(SOURCE_VOCAB.stoi),
+        "build_vocabulary",
+        hint=_order_hint(got, scrambled) or "",
+        mistakes=_vocabulary_mistakes(scrambled),
+    )
     return f"{len(SOURCE_VOCAB)} entries, as on the slide"
 
 
@@ -268,7 +336,13 @@ _VOCABULARY_REPLACES = ("labutils.tokens.Vocabulary",)
 def build_vocabulary(args: tuple, got) -> None:
     (token_lists,) = args
     _a_list_of_tokens(got, token_lists)
-    expect(got, _vocabulary(token_lists), "build_vocabulary", mistakes=_vocabulary_mistakes(token_lists))
+    expect(
+        got,
+        _vocabulary(token_lists),
+        "build_vocabulary",
+        hint=_order_hint(got, token_lists) or "",
+        mistakes=_vocabulary_mistakes(token_lists),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ hidden tests

@@ -12,7 +12,7 @@ from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
 from labutils.checks.core import Case, exercise, hidden_test, integer, pick, tiny_model
-from labutils.checks.transformer import PAIRS
+from labutils.checks.training import PAIRS
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
 # -------------------------------------------------------------------------------------- 6.1 greedy_translate
@@ -30,10 +30,9 @@ def _steering_model(seed: int, eos_bias: float) -> _model.Seq2SeqTransformer:
 _SOURCES = ["tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)", "exp(-b*x)*sin(c*x)"]
 
 
-def _greedy_variant(model, source: str, max_len: int, stop=True, position=-1, history=True) -> str:
+def _greedy_variant(model, source: str, max_len: int, position=-1, history=True) -> str:
     """Greedy decoding with one typical mistake switched on (the defaults decode right).
 
-    ``stop=False`` runs on past ``<eos>`` and spells every token (``<eos>`` and what follows included);
     ``position=0`` reads the first position's logits; ``history=False`` feeds only the last token.
     """
     memory = model.encode(torch.tensor([_tokens.code(source, SOURCE_VOCAB)]))  # (1, Ls, d_model)
@@ -41,11 +40,9 @@ def _greedy_variant(model, source: str, max_len: int, stop=True, position=-1, hi
     for _ in range(max_len):
         logits = model.decode(torch.tensor([ys if history else ys[-1:]]), memory)  # (1, L, V)
         next_token = int(logits[0, position].argmax())
-        if stop and next_token == EOS_IDX:
+        if next_token == EOS_IDX:
             break
         ys.append(next_token)
-    if not stop:
-        return "".join(TARGET_VOCAB.itos[c] for c in ys[1:])
     return TARGET_VOCAB.decode(ys[1:])
 
 
@@ -66,11 +63,6 @@ def _greedy_translate_mistakes(model, source: str, max_len: int, expected: str):
         (
             lambda source=source: _decode.translate(model, [source], max_len=max_len - 1)[0],
             f"one token too few: generate up to max_len = {max_len} new tokens",
-        ),
-        (
-            lambda source=source: _greedy_variant(model, source, max_len, stop=False),
-            "stop at the first <eos>: the series is finished there, and what the model "
-            "writes after it is not part of it",
         ),
         (
             lambda source=source: _greedy_variant(model, source, max_len, position=0),
@@ -121,6 +113,23 @@ def _greedy_cases() -> dict[str, Case]:
     return {name: Case(args, call=_translate_each_source) for name, args in models.items()}
 
 
+def _explain_greedy(args: tuple, error: str) -> str | None:
+    """Exceptions of typical mistakes: a loop that ignores max_len, an argmax over every position at once."""
+    model, max_len = args
+    if "positions, more than this model's" in error:
+        return (
+            f"the loop went on past max_len = {max_len} new tokens, until the sequence was longer than the "
+            "model can read: stop after max_len new tokens, or at <eos>"
+        )
+    if "index out of range" in error:
+        return (
+            "a code outside the target vocabulary reached the model: an argmax over the logits of every "
+            "position at once returns a position in the flattened tensor; the next token is the argmax "
+            "over the vocabulary at the last position"
+        )
+    return None
+
+
 _GREEDY_REPLACES = (
     "labutils.decode.greedy_decode",
     "labutils.decode.translate",
@@ -129,7 +138,14 @@ _GREEDY_REPLACES = (
 )
 
 
-@exercise("06_translation.greedy_translate", "6.1", 2, _GREEDY_REPLACES, cases=_greedy_cases)
+@exercise(
+    "06_translation.greedy_translate",
+    "6.1",
+    2,
+    _GREEDY_REPLACES,
+    cases=_greedy_cases,
+    explain=_explain_greedy,
+)
 def greedy_translate(args: tuple, got: list) -> str:
     model, max_len = args
     for source, returned in zip(_SOURCES, got, strict=True):
@@ -183,6 +199,11 @@ def _log_probability_mistakes(model, source, series):
             "NEXT token, t + 1",
         ),
         (
+            lambda: float(model(src, tgt[:, 1:]).log_softmax(-1).gather(-1, tgt[:, 1:, None]).sum()),
+            "the decoder read the series without <sos>, so each position was scored on the token it reads: "
+            "it reads from <sos> on, and position t predicts token t + 1, which it has not seen",
+        ),
+        (
             lambda: float(logits.log_softmax(1).gather(-1, tgt[:, 1:, None]).sum()),
             "the log-probabilities were normalized over the positions; a prediction is a distribution "
             "over the vocabulary, the last axis",
@@ -195,9 +216,9 @@ def _log_probability_cases() -> dict[str, Case]:
     return {
         name: Case((model, source, series))
         for name, (source, series) in {
-            "sin(a*x), its true series": PAIRS[1],
-            "the slide's example": PAIRS[0],
-            "a short wrong series": ("cosh(a*x)", "1+O(x**6)"),
+            "a small untrained model; sin(a*x) and its true series": PAIRS[1],
+            "the same model; the slide's example": PAIRS[0],
+            "the same model; a short wrong series": ("cosh(a*x)", "1+O(x**6)"),
         }.items()
     }
 
