@@ -1493,6 +1493,16 @@ MISTAKES["02_coding_and_padding.make_batch"] += [
         "use the package's layout here",
     ),
 ]
+MISTAKES["03_embedding.sinusoidal_encoding"] += [
+    (
+        "def sinusoidal_encoding(max_len, d_model):\n"
+        "    angle = torch.arange(max_len)[:, None] / 10000 ** (torch.arange(0, d_model, 2) / d_model)\n"
+        "    pe = torch.zeros(max_len, d_model)\n"
+        "    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)\n"
+        "    return pe.T",
+        "this is (d_model, max_len)",
+    ),
+]
 MISTAKES["03_embedding.embed"] += [
     (
         "def embed(codes, table, pe):\n    return table[codes] * table.size(1) + pe[: codes.size(1)]",

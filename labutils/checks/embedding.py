@@ -36,6 +36,11 @@ def _sinusoid_mistakes(max_len: int, d_model: int):
     columns = torch.arange(d_model, dtype=torch.float32)
     return [
         (
+            lambda: _sinusoid(max_len, d_model).T,
+            "this is (d_model, max_len): the encoding has one row per position and one column per feature, "
+            "(max_len, d_model)",
+        ),
+        (
             lambda: interleave(torch.cos(angles(pairs)), torch.sin(angles(pairs))),
             "sin and cos are swapped: sin goes in the even columns 0, 2, 4 …, cos in the odd ones",
         ),
