@@ -8,6 +8,7 @@ import csv  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -192,13 +193,14 @@ def _texts_under(figure, points: float) -> list[str]:
 
 
 def test_every_slide_has_no_text_under_12_points(checkpoint):
-    from labutils.decode import predict
+    from labutils.decode import decoding_steps, predict
     from labutils.metrics import Check
     from labutils.model import load_weights
     from labutils.plotting import canvas
 
     model = load_weights(checkpoint)
     prediction = predict(model, "tan(h*x)+sinh(g*x)", "greedy")
+    steps = decoding_steps(model, "tan(h*x)+sinh(g*x)")
     check = Check("wrong", "x*(g+h)+O(x**3)")
     for aspect, size in figures.ASPECTS.items():
         with canvas.slide_text():
@@ -210,6 +212,10 @@ def test_every_slide_has_no_text_under_12_points(checkpoint):
             for kind in ("encoder", "decoder", "cross"):
                 made[kind] = figures.heatmap_figure(prediction, check, kind, 30.0, size)
                 made[f"{kind} heads"] = figures.grid_figure(prediction, check, kind, 30.0, size, 0)
+                made[f"{kind} lines"] = figures.lines_figure(prediction, check, kind, 30.0, size)
+                made[f"{kind} model"] = figures.model_figure(prediction, check, kind, 30.0, size)
+            made["a step"] = figures.step_figure(steps, size)
+            made["the last step"] = figures.step_figure(steps, size, step=-1)
         for name, figure in made.items():
             assert tuple(figure.get_size_inches()) == pytest.approx(size), (aspect, name)
             assert _texts_under(figure, 12) == [], (aspect, name)
@@ -276,3 +282,55 @@ def test_decoder_rows_are_labelled_with_what_they_read_and_predict(checkpoint, k
         assert "<eos>" not in " ".join(labels)
         matplotlib.pyplot.close(figure)
     assert figures._rows(prediction, kind)["predicted_tokens"][-1] == "…"
+
+
+def test_views_and_the_step_through_for_slides(checkpoint, tmp_path, capsys):
+    """--view lines model and --animate gif: the stills at slide size, each file named by its view, and a GIF
+    with one frame per token the model wrote."""
+    from labutils.decode import decoding_steps
+    from labutils.model import load_weights
+
+    out = tmp_path / "slides"
+    argv = ["--out", str(out), "--checkpoint", str(checkpoint), "--expr", "sin(a*x)"]
+    assert run(*argv, "--view", "lines", "model", "--animate", "gif") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    stems = ["attention_two_tokens", "positional_encoding", "loss", "sin_a_x_steps"] + [
+        f"sin_a_x_{kind}_{view}" for kind in ("encoder", "decoder", "cross") for view in ("lines", "model")
+    ]
+    expected = sorted([f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")] + ["sin_a_x_steps.gif"])
+    assert manifest["files"] == expected  # no heatmaps: the matrix view was not asked for
+    assert manifest["views"] == ["lines", "model"] and manifest["animations"] == ["gif"]
+    for name in expected:
+        if name.endswith(".png"):
+            with Image.open(out / name) as image:
+                assert image.size == (2666, 1500), name  # a 16:9 slide at 200 dpi
+    written = len(decoding_steps(load_weights(checkpoint), "sin(a*x)"))
+    with Image.open(out / "sin_a_x_steps.gif") as gif:
+        assert gif.n_frames == written == 16  # "1" sixteen times, to the model's length limit
+        assert gif.size == (1066, 600)  # 13.33 x 7.5 in at 80 dpi
+    assert "sin_a_x_steps.gif: 16 frames, one per written token" in capsys.readouterr().err
+
+
+def test_an_mp4_needs_ffmpeg(checkpoint, tmp_path, monkeypatch, capsys):
+    argv = ["--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--expr", "sin(a*x)"]
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no ffmpeg on the PATH
+    assert run(*argv, "--animate", "mp4") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--animate mp4 needs ffmpeg on the PATH" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ffmpeg", [True, False])
+def test_animate_without_a_format_makes_a_gif_and_an_mp4_when_ffmpeg_is_there(
+    checkpoint, tmp_path, monkeypatch, capsys, ffmpeg
+):
+    asked = {}
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if ffmpeg else None)
+    monkeypatch.setattr(
+        figures, "make_figures", lambda *args, **options: asked.update(options) or {"files": []}
+    )
+    argv = ["--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--expr", "sin(a*x)"]
+    assert run(*argv, "--animate") == 0
+    assert asked["animate"] == (["gif", "mp4"] if ffmpeg else ["gif"]) and asked["views"] == ["matrix"]
+    said = "no ffmpeg on the PATH: the step-through as a GIF only"
+    assert (said in capsys.readouterr().err) is not ffmpeg

@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import ast  # noqa: E402
+import shutil  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -727,6 +728,21 @@ def test_an_animation_has_one_frame_per_written_token(tmp_path):
         assert gif.n_frames == len(steps.written)
     with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
         plotting.animate_decoding(steps, tmp_path / "steps.avi")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg on the PATH")
+def test_an_mp4_of_the_steps(tmp_path):
+    steps = Steps(np.random.default_rng(28))
+    path = plotting.animate_decoding(steps, tmp_path / "steps.mp4", size=(6, 3.4), dpi=40)
+    assert path.read_bytes()[4:8] == b"ftyp"  # an MP4 container
+
+
+def test_without_ffmpeg_an_mp4_is_refused_and_a_gif_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    steps = Steps(np.random.default_rng(28))
+    with pytest.raises(ValueError, match="an MP4 needs ffmpeg on the PATH"):
+        plotting.animate_decoding(steps, tmp_path / "steps.mp4")
+    assert not (tmp_path / "steps.mp4").exists()
 
 
 # ------------------------------------------------------------------------------------- without Jupyter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -82,6 +83,22 @@ def add_figures(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aspect", choices=["16:9", "4:3"], default="16:9", help="slide shape: 13.33x7.5 or 10x7.5 in"
     )
+    parser.add_argument(
+        "--view",
+        nargs="+",
+        choices=["matrix", "lines", "model"],
+        default=["matrix"],
+        help="views of attention: matrix (heatmaps and grids of heads, the default), lines (the line view), "
+        "model (every layer x head)",
+    )
+    parser.add_argument(
+        "--animate",
+        nargs="*",
+        choices=["gif", "mp4"],
+        metavar="FORMAT",
+        help="also the step-through of decoding, one frame per written token, and a still of it: gif, mp4 "
+        "(ffmpeg), or none named for a GIF and, when ffmpeg is on the PATH, an MP4",
+    )
     add_threads(parser)
 
 
@@ -94,6 +111,11 @@ def run_figures(args: argparse.Namespace) -> int:
     from labutils.runtime import plan_threads, set_threads
 
     set_threads(plan_threads(args.threads, 1)[0])  # one sympy worker beside the model
+    animate: list[str] = []
+    if args.animate is not None:
+        animate = list(dict.fromkeys(args.animate)) or ["gif"] + (["mp4"] if shutil.which("ffmpeg") else [])
+        if "mp4" in animate and shutil.which("ffmpeg") is None:
+            raise UsageError("--animate mp4 needs ffmpeg on the PATH; install it, or use --animate gif")
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -107,8 +129,19 @@ def run_figures(args: argparse.Namespace) -> int:
     print(f"figures of {weights.name} into {out}/", file=sys.stderr)
     echo = lambda line: print(line, file=sys.stderr)  # noqa: E731
     formats = list(dict.fromkeys(args.format))
+    if args.animate == [] and "mp4" not in animate:
+        echo("no ffmpeg on the PATH: the step-through as a GIF only")
     manifest = figures.make_figures(
-        out, weights, expressions, model, args.timeout, echo=echo, formats=formats, aspect=args.aspect
+        out,
+        weights,
+        expressions,
+        model,
+        args.timeout,
+        echo=echo,
+        formats=formats,
+        aspect=args.aspect,
+        views=list(dict.fromkeys(args.view)),
+        animate=animate,
     )
     print(f"wrote {len(manifest['files'])} files and {out / figures.MANIFEST}", file=sys.stderr)
     return 0
@@ -150,6 +183,13 @@ def add_grade(parser: argparse.ArgumentParser) -> None:
     add_threads(
         parser, "torch threads of each submission's kernel (default: the cores shared among the jobs)"
     )
+    parser.add_argument(
+        "--sandbox",
+        choices=["auto", "bwrap", "none"],
+        default="auto",
+        help="run each kernel in bubblewrap: no network, a read-only system, only its own submission "
+        "(auto: when bwrap runs here, else none, said in one line)",
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue --out: grade only what it lacks")
     again.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -176,19 +216,26 @@ def run_grade(args: argparse.Namespace) -> int:
             resume=args.resume,
             force=args.force,
             student_pattern=args.student_pattern,
+            sandbox_mode=args.sandbox,
         )
+    except grading.ChangedError as error:  # not a usage error: the files the grader judges with changed
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except grading.GradingError as error:
         raise UsageError(str(error)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(report.summary)
     print(
-        f"graded {report.graded} submission(s), skipped {report.skipped} already graded; "
-        f"wrote {args.out}, {grading.totals_path(args.out)} and {grading.gradebook_path(args.out)}",
+        f"graded {report.graded} submission(s), skipped {report.skipped} already graded; wrote {args.out}, "
+        f"{grading.totals_path(args.out)}, {grading.gradebook_path(args.out)} and "
+        f"{grading.similarity_path(args.out)}",
         file=sys.stderr,
     )
     for duplicate in report.duplicates:
         print(f"duplicate: {duplicate}", file=sys.stderr)
     for problem in report.problems:
         print(f"not fully graded: {problem}", file=sys.stderr)
+    if report.stopped:
+        print(report.stopped, file=sys.stderr)
     return report.status

@@ -10,16 +10,23 @@ same weights: PNG without a "Software" stamp, SVG and PDF without a date and SVG
 records the sha256 of the weights the figures were made from and the files made, so a test can tell when
 the shipped weights have changed and the figures are stale.
 
-The heatmaps are honest: they show the attention of the series the model writes (greedy decoding), not of
+``views`` choose the still views of attention (``--view matrix lines model``): heatmaps, the line view and
+the model view, each named in its file (``…_cross.png``, ``…_cross_lines.png``, ``…_cross_model.png``).
+``animate`` adds the step-through of decoding (``--animate``): ``…_steps.gif`` (and ``.mp4``), one frame
+per written token, and one still step of it, ``…_steps.png``.
+
+The figures are honest: they show the attention of the series the model writes (greedy decoding), not of
 the true series, and their titles say when sympy finds the model's series wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,10 +36,11 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image
 
 from labutils import __version__, metrics
 from labutils.data import outside_family, parse_expression
-from labutils.decode import Prediction, describe_series, predict, read_source
+from labutils.decode import DecodingSteps, Prediction, decoding_steps, describe_series, predict, read_source
 from labutils.files import sha256_of
 from labutils.metrics import Check, SympyChecker
 from labutils.model import (
@@ -44,14 +52,18 @@ from labutils.model import (
     weights_file,
 )
 from labutils.plotting import (
-    KINDS,
+    animate_decoding,
     canvas,
     next_tokens,
     plot_attention,
     plot_attention_grid,
+    plot_attention_lines,
+    plot_decoding_step,
     plot_losses,
+    plot_model_view,
     plot_positional_encoding,
 )
+from labutils.plotting.maps import kinds_in, title_of
 
 __all__ = ["LECTURE_EXPRESSIONS", "Weights", "find_weights", "read_expressions", "make_figures", "stale"]
 
@@ -64,6 +76,13 @@ SVG_SALT = "labutils-figures"  # fixed ids in the SVG files
 ASPECTS = canvas.SLIDES  # "16:9" and "4:3": slide sizes in inches
 FORMATS = ("png", "svg", "pdf")
 COMMITTED_FORMATS = ("png", "svg")  # what the repository's figures/ holds
+#: The still views of attention: heatmaps (and grids of heads), the line view, the model view.
+VIEWS = ("matrix", "lines", "model")
+#: The step-through's animations: a GIF always can be made, an MP4 needs ffmpeg on the PATH.
+ANIMATIONS = ("gif", "mp4")
+#: Pixels per inch of the step-through: a GIF at 80 (1066 × 600 for 16:9, under 1 MB for the lecture's
+#: examples), an MP4 at 144 (1920 × 1080, full HD).
+ANIMATION_DPI = {"gif": 80, "mp4": 144}
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -126,10 +145,14 @@ def make_figures(
     echo: Callable[[str], None] = print,
     formats: Sequence[str] = COMMITTED_FORMATS,
     aspect: str = "16:9",
+    views: Sequence[str] = ("matrix",),
+    animate: Sequence[str] = (),
 ) -> dict:
     """Write every figure into ``out`` and its ``manifest.json``; returns the manifest.
 
-    ``formats``: any of png, svg, pdf; ``aspect``: the slide, 16:9 or 4:3. ``model`` defaults to the one
+    ``formats``: any of png, svg, pdf; ``aspect``: the slide, 16:9 or 4:3. ``views``: any of matrix (the
+    heatmaps and the grids of heads), lines, model (see :data:`VIEWS`); ``animate``: any of gif, mp4, for
+    the step-through of each expression (an MP4 needs ffmpeg on the PATH). ``model`` defaults to the one
     in ``weights``. Files that an earlier manifest listed and that are not
     made again (another ``--expr``) are removed, so the folder holds only current figures.
     """
@@ -138,14 +161,22 @@ def make_figures(
         raise ValueError(f"formats {', '.join(unknown) or '(none)'}: use png, svg or pdf")
     if aspect not in ASPECTS:
         raise ValueError(f"aspect {aspect!r}: use {' or '.join(ASPECTS)}")
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise ValueError(f"views {', '.join(unknown) or '(none)'}: use {', '.join(VIEWS)}")
+    unknown = [a for a in animate if a not in ANIMATIONS]
+    if unknown:
+        raise ValueError(f"animations {', '.join(unknown)}: use {' or '.join(ANIMATIONS)}")
+    if "mp4" in animate and shutil.which("ffmpeg") is None:
+        raise ValueError("an MP4 needs ffmpeg on the PATH; install it, or animate as a GIF only")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model if model is not None else load_weights(weights.path)
     size = ASPECTS[aspect]
     files: list[str] = []
 
-    def save(figure, stem: str) -> None:
-        files.extend(save_figure(figure, out / stem, formats))
+    def save(figure, stem: str, palette: bool = False) -> None:
+        files.extend(save_figure(figure, out / stem, formats, palette))
         echo(f"  {', '.join(f'{stem}.{f}' for f in formats)}")
 
     checker = SympyChecker(timeout)
@@ -163,11 +194,26 @@ def make_figures(
                 check = checker.check(prediction.expression, prediction.series)
                 records.append(_record(prediction, check))
                 echo(f"{expression} → {describe_series(prediction)} [{check.verdict}]")
-                for kind in ("encoder", "decoder", "cross"):
-                    save(heatmap_figure(prediction, check, kind, timeout, size), f"{stem}_{kind}")
-                    for layer in range(len(prediction.attention[kind])):
-                        figure = grid_figure(prediction, check, kind, timeout, size, layer)
-                        save(figure, f"{stem}_{kind}_heads_layer{layer + 1}")
+                for kind in kinds_in(prediction.attention):
+                    if "matrix" in views:
+                        save(heatmap_figure(prediction, check, kind, timeout, size), f"{stem}_{kind}")
+                        for layer in range(len(prediction.attention[kind])):
+                            figure = grid_figure(prediction, check, kind, timeout, size, layer)
+                            save(figure, f"{stem}_{kind}_heads_layer{layer + 1}")
+                    if "lines" in views:
+                        figure = lines_figure(prediction, check, kind, timeout, size)
+                        save(figure, f"{stem}_{kind}_lines", palette=True)
+                    if "model" in views:
+                        save(model_figure(prediction, check, kind, timeout, size), f"{stem}_{kind}_model")
+                if animate:
+                    steps = decoding_steps(model, expression, "greedy")
+                    save(step_figure(steps, size), f"{stem}_steps")
+                    for fmt in animate:
+                        path = animate_decoding(
+                            steps, out / f"{stem}_steps.{fmt}", size=size, dpi=ANIMATION_DPI[fmt]
+                        )
+                        files.append(path.name)
+                        echo(f"  {path.name}: {len(steps)} frames, one per written token")
         finally:
             checker.close()
 
@@ -178,6 +224,8 @@ def make_figures(
         "matplotlib_version": matplotlib.__version__,
         "made_by": "python -m labutils figures",
         "aspect": aspect,
+        "views": list(views),
+        "animations": list(animate),
         "expressions": records,
         "files": sorted(files),
     }
@@ -186,15 +234,30 @@ def make_figures(
     return manifest
 
 
-def save_figure(figure, path: Path, formats: Sequence[str] = COMMITTED_FORMATS) -> list[str]:
+def save_figure(
+    figure, path: Path, formats: Sequence[str] = COMMITTED_FORMATS, palette: bool = False
+) -> list[str]:
     """Save ``figure`` as ``path``.png (200 dpi), .svg and/or .pdf at its own size (a slide's), reproducibly;
-    close it; the file names."""
+    close it; the file names.
+
+    ``palette`` writes the PNG with 256 colours (Pillow's octree, no dithering): a line view's thousand
+    translucent lines blend into so many colours that its full-colour PNG runs to megabytes.
+    """
     metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
     names = []
     with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path"}):
         for fmt in formats:
             target = path.with_name(f"{path.name}.{fmt}")
-            figure.savefig(target, format=fmt, dpi=DPI, metadata=metadata[fmt])
+            if fmt == "png" and palette:
+                buffer = io.BytesIO()
+                figure.savefig(buffer, format="png", dpi=DPI, metadata=metadata["png"])
+                with Image.open(buffer) as image:
+                    indexed = image.convert("RGB").quantize(
+                        colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+                    )
+                indexed.save(target, format="png", dpi=(DPI, DPI), optimize=True)
+            else:
+                figure.savefig(target, format=fmt, dpi=DPI, metadata=metadata[fmt])
             names.append(target.name)
     plt.close(figure)
     return names
@@ -395,7 +458,7 @@ def heatmap_figure(
     layer = len(maps) - 1
     head = _sharpest_head(maps[layer][0].numpy())
     n_heads = maps[layer].shape[1]
-    what = f"{KINDS[kind][0]}, layer {layer + 1} of {len(maps)}, head {head + 1} (the sharpest of {n_heads})"
+    what = f"{title_of(kind, prediction.attention)}, layer {layer + 1} of {len(maps)}, head {head + 1} (the sharpest of {n_heads})"
     title = _title(what, prediction, check, timeout, _columns(size))
     figure, ax = plt.subplots(figsize=size, layout="constrained")
     rows = _rows(prediction, kind)
@@ -416,7 +479,7 @@ def grid_figure(
     layer = layer % len(maps)
     n_heads, lq, lk = maps[layer].shape[1:]
     wide, tall = (lq, lk) if kind == "cross" and lq > lk else (lk, lq)  # landscape, as plot_attention draws
-    what = f"{KINDS[kind][0]}, layer {layer + 1} of {len(maps)}: its {n_heads} heads"
+    what = f"{title_of(kind, prediction.attention)}, layer {layer + 1} of {len(maps)}: its {n_heads} heads"
     title = _title(what, prediction, check, timeout, _columns(size))
 
     def badness(ncols: int) -> float:  # how far the panels' shape is from the maps' (square cells), gaps
@@ -437,6 +500,57 @@ def grid_figure(
         title=title,
         **_rows(prediction, kind),
     )
+    return figure
+
+
+def lines_figure(
+    prediction: Prediction,
+    check: Check,
+    kind: str,
+    timeout: float,
+    size: tuple[float, float] = ASPECTS["16:9"],
+):
+    """The line view of one head of the last layer, the sharpest (as :func:`heatmap_figure` chooses it)."""
+    maps = prediction.attention[kind]
+    layer = len(maps) - 1
+    head = _sharpest_head(maps[layer][0].numpy())
+    n_heads = maps[layer].shape[1]
+    what = (
+        f"{title_of(kind, prediction.attention)}, layer {layer + 1} of {len(maps)}, head {head + 1} "
+        f"(the sharpest of {n_heads}): line opacity = attention weight"
+    )
+    title = _title(what, prediction, check, timeout, _columns(size))
+    figure, ax = plt.subplots(figsize=size, layout="constrained")
+    rows = _rows(prediction, kind)
+    plot_attention_lines(prediction.attention, kind=kind, layer=layer, head=head, ax=ax, title=title, **rows)
+    return figure
+
+
+def model_figure(
+    prediction: Prediction,
+    check: Check,
+    kind: str,
+    timeout: float,
+    size: tuple[float, float] = ASPECTS["16:9"],
+):
+    """The model view: every layer × head of one kind of attention, on one slide."""
+    maps = prediction.attention[kind]
+    n_heads = maps[0].shape[1]
+    what = f"{title_of(kind, prediction.attention)}: all {len(maps)} layers × {n_heads} heads"
+    title = _title(what, prediction, check, timeout, _columns(size))
+    figure = plt.figure(figsize=size, layout="constrained")
+    plot_model_view(prediction.attention, kind=kind, figure=figure, title=title)
+    return figure
+
+
+def step_figure(steps: DecodingSteps, size: tuple[float, float] = ASPECTS["16:9"], step: int | None = None):
+    """One step of the step-through, the still beside its animation: by default the step whose attention
+    (the mean over the last layer's heads) is the most concentrated on one source token."""
+    if step is None:
+        mean = steps.cross[-1].mean(dim=0)  # (T, Ls)
+        step = int(mean.max(dim=-1).values.argmax())
+    figure = plt.figure(figsize=size)
+    plot_decoding_step(steps, step, figure=figure)
     return figure
 
 
@@ -481,4 +595,8 @@ def _rows(prediction: Prediction, kind: str) -> dict:
     """The rows' ``reads → predicts`` labels of the decoder's maps (none for the encoder's)."""
     if kind not in ("decoder", "cross"):
         return {}
-    return {"predicted_tokens": next_tokens(prediction.attention["target_tokens"], written=prediction.series)}
+    attention = prediction.attention
+    predicted = next_tokens(attention["target_tokens"], written=prediction.series)
+    if kind == "decoder" and "sequence_tokens" in attention:  # a decoder-only model: its whole sequence
+        predicted = [None] * (len(attention["sequence_tokens"]) - len(predicted)) + predicted
+    return {"predicted_tokens": predicted}

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib import animation
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from PIL import Image
 
 from labutils.plotting import canvas, heatmaps, maps
 from labutils.plotting.lines import MEAN, MEAN_COLOUR, head_colour
@@ -151,7 +152,7 @@ def animate_decoding(
 
     fps = 1.0 / seconds_per_step
     writer = (
-        animation.PillowWriter(fps=fps)
+        OnePaletteGifWriter(fps=fps)
         if kind == "pillow"
         else animation.FFMpegWriter(fps=fps, codec="h264", extra_args=["-pix_fmt", "yuv420p"])
     )
@@ -162,6 +163,28 @@ def animate_decoding(
     finally:
         plt.close(figure)
     return path
+
+
+class OnePaletteGifWriter(animation.PillowWriter):
+    """matplotlib's PillowWriter, with every frame on one palette: a GIF then stores only the part of each
+    frame that changed (the layout stands still from step to step), a fraction of the size.
+
+    The palette is 256 colours that cover a sample of the frames (Pillow's octree); frames are mapped to it
+    without dithering, so flat areas stay flat (and unchanged between frames).
+    """
+
+    def finish(self):
+        frames = [frame.convert("RGB") for frame in self._frames]
+        sample = frames[:: max(1, len(frames) // 12)]
+        width, height = frames[0].size
+        montage = Image.new("RGB", (width, height * len(sample)))
+        for i, frame in enumerate(sample):
+            montage.paste(frame, (0, i * height))
+        palette = montage.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        indexed = [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
+        indexed[0].save(
+            self.outfile, save_all=True, append_images=indexed[1:], duration=int(1000 / self.fps), loop=0
+        )
 
 
 # ------------------------------------------------------------------------------------------ the panels
