@@ -30,11 +30,15 @@ install-dev: $(PY)
 	$(PY) -m pip install -q '$(TORCH)' $(TORCH_FROM)
 	$(QUIET_EDITABLE) $(PY) -m pip install -q -e '.[dev]'
 
+# JupyterLab refuses to start as root ("Running as root is not recommended") unless told it may: root is who
+# runs it in a container, on Colab and on many lab machines, so root gets --allow-root (and only root).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
+
 lab: install
 	@mkdir -p work
 	@# Copy the notebooks you do not have yet; never overwrite your own work.
 	@for nb in notebooks/*.ipynb; do [ -e "work/$$(basename $$nb)" ] || cp "$$nb" work/; done
-	$(VENV)/bin/jupyter lab work/
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) work/
 
 test:
 	@start=$$(date +%s); \
