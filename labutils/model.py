@@ -341,7 +341,8 @@ class Seq2SeqTransformer(nn.Module):
         one token at a time never pads the target, so a cache takes no ``tgt_pad_mask``.
         """
         offset = 0 if cache is None else cache.length
-        _check_codes(tgt, "tgt", self.config.max_tgt_len - offset, "max_tgt_len minus the cached positions")
+        cached = f" minus the {offset} positions in its cache" if offset else ""
+        _check_codes(tgt, "tgt", self.config.max_tgt_len - offset, f"max_tgt_len{cached}")
         _check_mask(tgt_pad_mask, tgt, "tgt_pad_mask")
         if cache is not None:
             if tgt_pad_mask is not None:
@@ -401,7 +402,11 @@ def _check_codes(codes: Tensor, name: str, max_len: int, limit: str) -> None:
         got = f"{tuple(codes.shape)} {codes.dtype}" if isinstance(codes, Tensor) else type(codes).__name__
         raise ValueError(f"{name} must be a (B, L) tensor of long codes, got {got}")
     if codes.size(1) > max_len:
-        raise ValueError(f"{name} has {codes.size(1)} positions, more than this model's {limit} ({max_len})")
+        stop = "; a decoding loop stops at <eos> or after max_len new tokens, before that"
+        raise ValueError(
+            f"{name} has {codes.size(1)} positions, more than this model's {limit} ({max_len})"
+            + (stop if name == "tgt" else "")
+        )
 
 
 def _check_mask(mask: Tensor | None, codes: Tensor, name: str) -> None:
