@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from tiny_models import writer  # noqa: E402
 
 import labutils.widgets as widgets  # noqa: E402
+import labutils.widgets.explorer as explorer_module  # noqa: E402
 from labutils import metrics  # noqa: E402
 from labutils.decode import Prediction, read_source  # noqa: E402
 from labutils.metrics import Check  # noqa: E402
@@ -147,7 +148,7 @@ def test_a_correct_series_is_confirmed(explorer, model, monkeypatch):
         codes = TARGET_VOCAB.encode(tokenize(LECTURE_SERIES))[:20]
         return Prediction(normalized, decoding, LECTURE_SERIES, attention_for_codes(model, src_codes, codes))
 
-    monkeypatch.setattr(widgets, "predict", perfect)
+    monkeypatch.setattr(explorer_module, "predict", perfect)
     show(explorer, expression="cosh(ax)**3+tanh(bx)")
     assert "✓ the same series as sympy" in explorer.series_output.value
     assert "sympy's series" not in explorer.summary()
@@ -177,7 +178,7 @@ def test_decoder_maps_label_each_row_with_what_it_reads_and_predicts(explorer, m
         codes = TARGET_VOCAB.encode(tokenize(series))
         return Prediction(normalized, decoding, series, attention_for_codes(model, src_codes, codes))
 
-    monkeypatch.setattr(widgets, "predict", whole)
+    monkeypatch.setattr(explorer_module, "predict", whole)
     show(explorer, expression="cos(a*x)+tanh(b*x)")
     expected = ["0:<sos> → 1", "1:1 → +", "2:+ → b", "3:b → *", "4:* → x", "5:x → +", "6:+ → O(x**6)"]
     expected.append("7:O(x**6) → <eos>")  # the model wrote <eos> after its last token
@@ -198,7 +199,7 @@ def test_an_unexpected_error_is_shown_not_lost_in_a_thread(explorer, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(widgets, "predict", broken)
+    monkeypatch.setattr(explorer_module, "predict", broken)
     explorer.expression.value = "sinh(m*x)"
     assert explorer.wait(timeout=60)
     assert "unexpected error" in explorer.status.value and "RuntimeError: boom" in explorer.status.value
@@ -210,7 +211,7 @@ def test_an_error_without_a_message_still_says_something(explorer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError()
 
-    monkeypatch.setattr(widgets, "predict", broken)
+    monkeypatch.setattr(explorer_module, "predict", broken)
     explorer.expression.value = "sinh(n*x)"
     assert explorer.wait(timeout=60)
     assert "RuntimeError (without a message)" in explorer.status.value
@@ -244,7 +245,7 @@ def test_explore_works_from_a_plain_script_without_a_main_guard(model, tmp_path)
 
 
 def test_a_slow_sympy_is_cut_off(explorer, monkeypatch):
-    monkeypatch.setattr(widgets.SympyChecker, "check", lambda self, e, p: Check(metrics.TIMEOUT))
+    monkeypatch.setattr(explorer_module.SympyChecker, "check", lambda self, e, p: Check(metrics.TIMEOUT))
     show(explorer, expression="tanh(f*x)**2")
     assert "sympy needed more than 30 s" in explorer.series_output.value
 
@@ -284,9 +285,121 @@ def test_import_labutils_needs_no_jupyter_and_explore_is_lazy():
 def test_the_explorer_warns_outside_the_family_and_never_reddens_what_is_nobodys_mistake():
     attention = {"target_tokens": ["<sos>"]}
     outside = Prediction("x*sin(a*x)", "greedy", "x+O(x**6)", attention, "x stands outside the functions")
-    page = widgets._series_html("x*sin(a*x)", outside, None, 10.0)
+    page = widgets.views.series_html("x*sin(a*x)", outside, None, 10.0)
     assert "outside the training family: x stands outside the functions" in page
     inside = Prediction("sin(x)", "greedy", "x+O(x**6)", attention)
-    assert "outside the training family" not in widgets._series_html("sin(x)", inside, None, 10.0)
-    unwritable = widgets._series_html("sin(n*x)", inside, Check(metrics.UNWRITABLE, "n*x+O(x**6)"), 10.0)
+    assert "outside the training family" not in widgets.views.series_html("sin(x)", inside, None, 10.0)
+    unwritable = widgets.views.series_html("sin(n*x)", inside, Check(metrics.UNWRITABLE, "n*x+O(x**6)"), 10.0)
     assert "#b00020" not in unwritable and "cannot write" in unwritable
+
+
+# ------------------------------------------------------------------------------------- the views
+
+
+def test_the_line_view_offers_the_mean_and_a_token_whose_lines_alone_are_drawn(explorer):
+    show(explorer, expression=LECTURE, decoding="greedy", view="lines", kind="cross", layer=1, head="all")
+    assert explorer.token.layout.display is None and explorer._steps_row.layout.display == "none"
+    assert [value for _, value in explorer.head.options][:3] == ["all", "mean", 0]
+    assert explorer.token.options[0] == ("all tokens", -1) and explorer.token.options[2] == ("1:1", 1)
+    every = bytes(explorer.figure.value)
+    assert every.startswith(PNG)
+    show(explorer, token=3)
+    assert bytes(explorer.figure.value) != every
+    figure = explorer.draw()
+    ax = figure.axes[0]
+    starts = {
+        tuple(segment[0])
+        for c in ax.collections
+        if c.get_gid() == "attention-lines"
+        for segment in c.get_segments()
+    }
+    assert len(starts) == 1  # the lines of query 3 only
+    assert "all 2 heads" in ax.get_title()
+    show(explorer, token=-1, view="matrix")
+    assert [value for _, value in explorer.head.options][:2] == ["all", 0]  # no mean for the heatmaps
+
+
+def test_the_model_view_opens_a_map_in_the_matrix_or_the_line_view(explorer):
+    show(explorer, expression=LECTURE, view="model", kind="decoder", head=1)
+    assert explorer._model_row.layout.display is None and explorer.layer.layout.display == "none"
+    buttons = explorer.open_buttons.children
+    assert [b.description for b in buttons] == ["L1 H1", "L1 H2", "L2 H1", "L2 H2"]  # 2 layers × 2 heads
+    figure = explorer.draw()
+    assert len([ax for ax in figure.axes if ax.images]) == 4
+    framed = [ax.get_label() for ax in figure.axes if ax.images and ax.spines["top"].get_linewidth() > 2]
+    assert framed == [f"layer {explorer.layer.value + 1}, head 2"]
+    explorer.open_in.value = "lines"
+    buttons[2].click()  # layer 2, head 1
+    assert explorer.wait(timeout=60) and explorer.last_error is None
+    assert (explorer.view.value, explorer.kind.value, explorer.layer.value, explorer.head.value) == (
+        "lines",
+        "decoder",
+        1,
+        0,
+    )
+    assert "decoder self-attention (causal), layer 2, head 1" in explorer.draw().axes[0].get_title()
+    show(explorer, view="matrix", kind="cross")
+
+
+def test_the_steps_view_steps_through_the_written_tokens(explorer, model):
+    from labutils.decode import decoding_steps
+
+    show(explorer, expression=LECTURE, decoding="greedy", view="steps", layer=1, head="mean")
+    assert explorer._steps_row.layout.display is None and explorer.kind.layout.display == "none"
+    assert [value for _, value in explorer.kind.options] == ["cross"]
+    assert explorer.step.max == explorer.play.max == 24  # "1" written 24 times, to the length limit
+    first = bytes(explorer.figure.value)
+    show(explorer, step=5)
+    assert bytes(explorer.figure.value) != first
+    figure = explorer.draw()
+    steps = decoding_steps(model, LECTURE)
+    row_ax = figure.axes[3]
+    expected = steps.cross[1][:, 4].numpy().mean(0)  # step 5, the mean over the heads of layer 2
+    assert row_ax.images[0].get_array().data[0] == pytest.approx(expected, abs=1e-6)
+    assert "step 5 of 24" in figure.get_suptitle()
+    before = explorer.computed["steps"]
+    show(explorer, step=6)
+    assert explorer.computed["steps"] == before  # one pass for every step, cached
+    show(explorer, expression="sin(a*x)")  # a new series: the slider's range follows
+    assert explorer.step.max == 24 and explorer.step.value == 6
+    show(explorer, view="matrix", expression=LECTURE, step=1, head="all")
+
+
+def test_two_models_one_explorer(model):
+    from test_steps import decoder_only
+
+    explorer = AttentionExplorer(
+        {"encoder-decoder": model, "decoder-only": decoder_only(max_tgt_len=12)}, debounce=0.2
+    )
+    try:
+        assert explorer.model_name.layout.display is None
+        assert [value for _, value in explorer.kind.options] == ["cross", "encoder", "decoder"]
+        show(explorer, model_name="decoder-only")
+        assert [value for _, value in explorer.kind.options] == ["cross", "decoder"]  # it has no encoder
+        assert [label for label, _ in explorer.kind.options][0] == "series → source, within self-attention"
+        for view in ("matrix", "lines", "model", "steps"):
+            show(explorer, view=view)
+            assert bytes(explorer.figure.value).startswith(PNG), view
+        show(explorer, view="lines", kind="decoder")
+        assert "decoder-only model (greedy)" in explorer.summary()
+        show(explorer, model_name="encoder-decoder")
+        assert "model (greedy): " + "1" * 24 in explorer.summary().replace("encoder-decoder ", "")
+    finally:
+        explorer.close()
+
+
+@pytest.mark.parametrize("view", ["lines", "model", "steps"])
+def test_without_a_front_end_each_view_is_drawn_with_pyplot(model, tmp_path, capsys, view):
+    save_weights(model, tmp_path / "model.pt")
+    explorer = widgets.explore(
+        "tan(hx)+sinh(gx)", checkpoint=tmp_path / "model.pt", view=view, sympy_timeout=30
+    )
+    try:
+        assert "expression: tan(h*x)+sinh(g*x)" in capsys.readouterr().out
+        (number,) = plt.get_fignums()
+        figure = plt.figure(number)
+        words = {"lines": "line opacity", "model": "2 layers × 2 heads", "steps": "step 1 of 24"}[view]
+        texts = [figure.get_suptitle()] + [ax.get_title() for ax in figure.axes]
+        assert any(words in text for text in texts), texts
+    finally:
+        explorer.close()
