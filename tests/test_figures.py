@@ -255,9 +255,14 @@ def test_the_loss_figure_marks_each_training_stage(checkpoint):
 def test_format_and_aspect(checkpoint, tmp_path):
     out = tmp_path / "slides"
     argv = ["--out", str(out), "--checkpoint", str(checkpoint), "--expr", "sin(ax)", "--format", "pdf"]
-    assert run(*argv, "--aspect", "4:3", "--threads", "1") == 0
+    assert run(*argv, "--aspect", "4:3", "--threads", "1", "--kind", "cross") == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["aspect"] == "4:3" and all(name.endswith(".pdf") for name in manifest["files"])
+    assert manifest["kinds"] == ["cross"]  # as asked: no encoder or decoder maps
+    assert [n for n in manifest["files"] if n.startswith("sin_a_x")] == [
+        "sin_a_x_cross.pdf",
+        "sin_a_x_cross_heads_layer1.pdf",
+    ]
     assert (out / "loss.pdf").read_bytes().startswith(b"%PDF")
 
 

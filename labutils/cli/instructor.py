@@ -92,6 +92,12 @@ def add_figures(parser: argparse.ArgumentParser) -> None:
         "model (every layer x head)",
     )
     parser.add_argument(
+        "--kind",
+        nargs="+",
+        choices=["encoder", "decoder", "cross"],
+        help="kinds of attention to draw (default: every kind the model has)",
+    )
+    parser.add_argument(
         "--animate",
         nargs="*",
         choices=["gif", "mp4"],
@@ -142,6 +148,7 @@ def run_figures(args: argparse.Namespace) -> int:
         aspect=args.aspect,
         views=list(dict.fromkeys(args.view)),
         animate=animate,
+        kinds=list(dict.fromkeys(args.kind)) if args.kind else None,
     )
     print(f"wrote {len(manifest['files'])} files and {out / figures.MANIFEST}", file=sys.stderr)
     return 0

@@ -147,12 +147,14 @@ def make_figures(
     aspect: str = "16:9",
     views: Sequence[str] = ("matrix",),
     animate: Sequence[str] = (),
+    kinds: Sequence[str] | None = None,
 ) -> dict:
     """Write every figure into ``out`` and its ``manifest.json``; returns the manifest.
 
     ``formats``: any of png, svg, pdf; ``aspect``: the slide, 16:9 or 4:3. ``views``: any of matrix (the
     heatmaps and the grids of heads), lines, model (see :data:`VIEWS`); ``animate``: any of gif, mp4, for
-    the step-through of each expression (an MP4 needs ffmpeg on the PATH). ``model`` defaults to the one
+    the step-through of each expression (an MP4 needs ffmpeg on the PATH); ``kinds``: the kinds of attention
+    drawn (encoder, decoder, cross; default every kind the model has). ``model`` defaults to the one
     in ``weights``. Files that an earlier manifest listed and that are not
     made again (another ``--expr``) are removed, so the folder holds only current figures.
     """
@@ -167,6 +169,9 @@ def make_figures(
     unknown = [a for a in animate if a not in ANIMATIONS]
     if unknown:
         raise ValueError(f"animations {', '.join(unknown)}: use {' or '.join(ANIMATIONS)}")
+    unknown = [k for k in kinds or () if k not in ("encoder", "decoder", "cross")]
+    if unknown or (kinds is not None and not kinds):
+        raise ValueError(f"kinds {', '.join(unknown) or '(none)'}: use encoder, decoder or cross")
     if "mp4" in animate and shutil.which("ffmpeg") is None:
         raise ValueError("an MP4 needs ffmpeg on the PATH; install it, or animate as a GIF only")
     out = Path(out)
@@ -181,6 +186,7 @@ def make_figures(
 
     checker = SympyChecker(timeout)
     records = []
+    drawn_kinds: list[str] = []
     with canvas.slide_text():
         save(two_token_figure(size), "attention_two_tokens")
         save(positional_encoding_figure(model, size), "positional_encoding")
@@ -194,7 +200,9 @@ def make_figures(
                 check = checker.check(prediction.expression, prediction.series)
                 records.append(_record(prediction, check))
                 echo(f"{expression} → {describe_series(prediction)} [{check.verdict}]")
-                for kind in kinds_in(prediction.attention):
+                for kind in [k for k in kinds_in(prediction.attention) if kinds is None or k in kinds]:
+                    if kind not in drawn_kinds:
+                        drawn_kinds.append(kind)
                     if "matrix" in views:
                         save(heatmap_figure(prediction, check, kind, timeout, size), f"{stem}_{kind}")
                         for layer in range(len(prediction.attention[kind])):
@@ -225,6 +233,7 @@ def make_figures(
         "made_by": "python -m labutils figures",
         "aspect": aspect,
         "views": list(views),
+        "kinds": drawn_kinds,
         "animations": list(animate),
         "expressions": records,
         "files": sorted(files),
