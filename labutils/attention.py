@@ -55,18 +55,42 @@ class AttentionCache:
     """Keys and values one attention block has already computed, for incremental decoding.
 
     Self-attention appends the new positions' ``K``/``V`` at every step; cross-attention (``static=True``)
-    computes ``K``/``V`` of the encoder memory once and reuses them.
+    computes ``K``/``V`` of the encoder memory once and reuses them. Appended keys and values are written
+    into a buffer with room to spare (doubled when full), so a step copies only its own position, not every
+    position before it; ``K`` and ``V`` are views of the positions so far.
     """
 
     K: Tensor | None = None  # (B, H, L, d_head)
     V: Tensor | None = None  # (B, H, L, d_head)
     static: bool = False
+    _buffers: tuple[Tensor, Tensor] | None = None  # (B, H, capacity, d_head) each
+
+    def append(self, K: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new positions' keys and values ``(B, H, L_new, d_head)``; return all of them so far."""
+        length = 0 if self.K is None else self.K.size(2)
+        end = length + K.size(2)
+        if self._buffers is None or end > self._buffers[0].size(2):
+            capacity = max(64, 2 * end)
+            buffers = tuple(x.new_empty(x.size(0), x.size(1), capacity, x.size(3)) for x in (K, V))
+            if length:
+                buffers[0][:, :, :length] = self.K
+                buffers[1][:, :, :length] = self.V
+            self._buffers = buffers
+        self._buffers[0][:, :, length:end] = K
+        self._buffers[1][:, :, length:end] = V
+        self.K, self.V = self._buffers[0][:, :, :end], self._buffers[1][:, :, :end]
+        return self.K, self.V
 
     def reorder(self, index: Tensor) -> None:
         """Keep (and reorder, repeat) the batch rows ``index`` (beam search, dropping finished sequences)."""
-        if self.K is not None:
-            self.K = self.K.index_select(0, index)
-            self.V = self.V.index_select(0, index)
+        if self.K is None:
+            return
+        length = self.K.size(2)
+        if self._buffers is not None:
+            self._buffers = tuple(b.index_select(0, index) for b in self._buffers)
+            self.K, self.V = self._buffers[0][:, :, :length], self._buffers[1][:, :, :length]
+        else:
+            self.K, self.V = self.K.index_select(0, index), self.V.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -118,10 +142,10 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self._project_qkv(query, key, value)
             Q, K, V = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, L, d_head)
             if cache is not None:
-                if not cache.static and cache.K is not None:
-                    K = torch.cat([cache.K, K], dim=2)  # (B, H, L_past + Lk, d_head)
-                    V = torch.cat([cache.V, V], dim=2)
-                cache.K, cache.V = K, V
+                if cache.static:
+                    cache.K, cache.V = K, V
+                else:
+                    K, V = cache.append(K, V)  # (B, H, L_past + Lk, d_head)
         B, H, Lq, Lk = Q.size(0), self.n_heads, Q.size(2), K.size(2)
 
         mask = None  # (B or 1, 1, Lq, Lk), True = not allowed
