@@ -1,5 +1,7 @@
 """The decoder-only model: its layer against PyTorch's, the one sequence, padding, the cache, the loss, files."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,6 +206,9 @@ def test_the_shipped_decoder_only_model_writes_the_lectures_series():
     model = models.load_shipped("decoder-only")
     assert isinstance(model, DecoderOnlyTransformer)
     assert model.config == DecoderOnlyConfig()  # the shipped model is the default configuration
+    recorded = json.loads((models.shipped_weights_path("decoder-only").parent / "config.json").read_text())
+    assert recorded["architecture"] == "decoder-only"
+    assert {key: getattr(DecoderOnlyConfig(), key) for key in recorded["model"]} == recorded["model"]
     size = sum(p.numel() for p in model.parameters())
     assert models.shipped_weights_path("decoder-only").stat().st_size < 3 * 2**20
     assert size * 2 < 3 * 2**20  # half precision fits the package's 3 MB

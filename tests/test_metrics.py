@@ -216,17 +216,18 @@ def test_the_shipped_table_covers_every_category_of_its_pairs():
     assert sum(row.ok for row in table.rows if row.category == "terms") == round(table.equivalent * table.n)
 
 
-def test_the_shipped_table_measured_the_shipped_weights():
+@pytest.mark.parametrize("model", ["encoder-decoder", "decoder-only"])
+def test_the_shipped_table_measured_the_shipped_weights(model):
     """categories.json is never stale: when the shipped weights change, the table must be measured again."""
     from labutils.model import shipped_weights_path
 
     try:
-        table = metrics.shipped_categories()
+        table = metrics.shipped_categories(model=model)
     except FileNotFoundError:
-        pytest.skip("the package ships no table by category")
-    weights = shipped_weights_path()
-    assert weights.is_file(), f"{metrics.SHIPPED_CATEGORIES} is shipped without the weights it measured"
+        pytest.skip(f"the package ships no table by category for the {model} model")
+    weights = shipped_weights_path(model)
+    assert weights.is_file(), f"the {model} table by category is shipped without the weights it measured"
     assert table.weights == hashlib.sha256(weights.read_bytes()).hexdigest(), (
-        f"{metrics.SHIPPED_CATEGORIES} was measured on other weights than labutils/weights/model.pt: run "
-        "`python -m labutils evaluate --split test --by category --json` and save its output there"
+        f"the {model} table by category was measured on other weights than {weights}: run `python -m "
+        f"labutils evaluate --model {model} --split test --by category --json` and save its output there"
     )
