@@ -1561,6 +1561,43 @@ MISTAKES["04_attention.causal_mask"] += [
         "your function returned None",
     ),
 ]
+MISTAKES["05_transformer.encoder_layer_forward"] += [
+    (
+        "def encoder_layer_forward(layer, x, src_pad_mask):\n"
+        "    a, _ = layer.self_attn(x, x, x, src_pad_mask)\n"
+        "    x = x + a\n"
+        "    return x + layer.feed_forward(x)",
+        "the sublayers read x itself: in a pre-norm layer each sublayer reads a normalized copy",
+    ),
+]
+MISTAKES["05_transformer.decoder_layer_forward"] += [
+    (
+        _DECODER.replace("memory, memory, src_pad_mask)", "memory, memory, src_pad_mask, causal=True)"),
+        "the cross-attention was causal",
+    ),
+    (
+        _DECODER.replace("h = layer.norm1(x)", "h = x")
+        .replace("h = layer.norm2(x)", "h = x")
+        .replace("layer.norm3(x)", "x"),
+        "the sublayers read x itself",
+    ),
+]
+MISTAKES["03_embedding.project_2d"] += [
+    (  # a randomised approximation, with its default two iterations
+        "def project_2d(X):\n    U, S, V = torch.pca_lowrank(X, q=2)\n    return (X - X.mean(0)) @ V",
+        "your coordinates point nearly along the principal axes",
+    ),
+]
+MISTAKES["01_tokenization.build_vocabulary"] += [
+    (
+        "def build_vocabulary(token_lists):\n"
+        "    vocab = {'<pad>': 0, '<sos>': 1, '<eos>': 2}\n"
+        "    for t in sorted({t for ts in token_lists for t in ts}):\n"
+        "        vocab[t] = len(vocab)\n"
+        "    return vocab",
+        "'<sos>' appears in the input and got the code 5",
+    ),
+]
 MISTAKES["05_transformer.teacher_forcing_loss"] += [
     (
         _LOSS.replace("ignore_index=PAD_IDX)", "ignore_index=PAD_IDX, reduction='sum')"),

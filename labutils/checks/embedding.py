@@ -233,6 +233,22 @@ def _project_2d_cases() -> dict[str, Case]:
     return {"8 points in 3-D, off the origin": Case((cloud,)), "37 token vectors in 64-D": Case((table,))}
 
 
+def _nearly_hint(got, expected: torch.Tensor) -> str | None:
+    """A hint when each column of ``got`` points nearly along the right axis (an approximate method)."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not got.is_floating_point():
+        return None
+    cosines = F.cosine_similarity(got.double(), expected.double(), dim=0).abs()  # one per axis
+    spreads = got.double().norm(dim=0) / expected.double().norm(dim=0)  # 1: the spread along each axis kept
+    if not bool((cosines > 0.9).all() and ((spreads - 1).abs() < 0.1).all()):
+        return None
+    return (
+        f"your coordinates point nearly along the principal axes (their cosines with them: "
+        f"{', '.join(f'{c:.4f}' for c in cosines.tolist())}) but are not the same: the projection is exact, "
+        "from the singular value decomposition of the centred points; a randomised approximation, such as "
+        "torch.pca_lowrank with few iterations, only comes near it"
+    )
+
+
 @exercise("03_embedding.project_2d", "3.3", 1, cases=_project_2d_cases)
 def project_2d(args: tuple, got) -> str:
     (X,) = args
@@ -245,6 +261,7 @@ def project_2d(args: tuple, got) -> str:
         got,
         expected,
         "project_2d(X)",
+        hint=_nearly_hint(got, expected) or "",
         atol=1e-3,
         rtol=1e-3,
         mistakes=[

@@ -271,6 +271,20 @@ def _vocabulary_mistakes(token_lists):
     ]
 
 
+def _special_hint(got, token_lists) -> str | None:
+    """A hint when a special token of the input got a code other than its own."""
+    seen = {tok for tokens in token_lists for tok in tokens}
+    if not isinstance(got, dict):
+        return None
+    for code, special in enumerate(("<pad>", "<sos>", "<eos>")):
+        if special in seen and special in got and got[special] != code:
+            return (
+                f"{special!r} appears in the input and got the code {got[special]!r}: a special token keeps "
+                f"its code ({code}) wherever it appears, so it is not among the tokens to number"
+            )
+    return None
+
+
 def _order_hint(got, token_lists) -> str | None:
     """A hint when ``got`` holds the right tokens and codes 0, 1, 2, … but pairs them in another order."""
     expected = _vocabulary(token_lists)
@@ -323,7 +337,7 @@ def _the_lecture_vocabulary(args: tuple, got) -> str:
         got,
         dict(SOURCE_VOCAB.stoi),
         "build_vocabulary",
-        hint=_order_hint(got, scrambled) or "",
+        hint=_special_hint(got, scrambled) or _order_hint(got, scrambled) or "",
         mistakes=_vocabulary_mistakes(scrambled),
     )
     return f"{len(SOURCE_VOCAB)} entries, as on the slide"
@@ -340,7 +354,7 @@ def build_vocabulary(args: tuple, got) -> None:
         got,
         _vocabulary(token_lists),
         "build_vocabulary",
-        hint=_order_hint(got, token_lists) or "",
+        hint=_special_hint(got, token_lists) or _order_hint(got, token_lists) or "",
         mistakes=_vocabulary_mistakes(token_lists),
     )
 

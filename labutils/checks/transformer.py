@@ -18,6 +18,12 @@ _POST_NORM_HINT = (
 )
 
 
+_NO_NORM_HINT = (
+    "the sublayers read x itself: in a pre-norm layer each sublayer reads a normalized copy of x, through "
+    "its own LayerNorm, and adds its output to x"
+)
+
+
 def _distinct_norms(layer: torch.nn.Module, seed: int) -> torch.nn.Module:
     """``layer`` with a gain and bias of its own in every LayerNorm.
 
@@ -75,21 +81,23 @@ def _encoder_variant(
     causal=False,
     one_norm=False,
     residual_from_norm=False,
+    norms=True,
 ):
     """The encoder layer with one typical mistake switched on (the defaults give the right layer).
 
-    ``residual``: True, False (neither sublayer), "attention" or "feed-forward" (only that one has it).
+    ``residual``: True, False (neither sublayer), "attention" or "feed-forward" (only that one has it);
+    ``norms=False``: no LayerNorm at all.
     """
     m = src_pad_mask if mask else None
     if post_norm:
         a, _ = layer.self_attn(x, x, x, m)
         x = layer.norm1(x + a)
         return layer.norm2(x + layer.feed_forward(x))
-    h = layer.norm1(x)
+    h = layer.norm1(x) if norms else x
     a, _ = layer.self_attn(h, h, h, m, causal)
     base = h if residual_from_norm else x
     x = base + a if residual in (True, "attention") else a
-    h = (layer.norm1 if one_norm else layer.norm2)(x)
+    h = (layer.norm1 if one_norm else layer.norm2)(x) if norms else x
     f = layer.feed_forward(h)
     base = h if residual_from_norm else x
     return base + f if residual in (True, "feed-forward") else f
@@ -129,6 +137,10 @@ def _encoder_layer_mistakes(layer, x, mask):
             lambda: _encoder_variant(layer, x, mask, causal=True),
             "the encoder reads the whole source at once: no causal mask here (that is the "
             "decoder's), only src_pad_mask",
+        ),
+        (
+            lambda: _encoder_variant(layer, x, mask, norms=False),
+            _NO_NORM_HINT,
         ),
         (
             lambda: _encoder_variant(layer, x, mask, one_norm=True),
@@ -186,11 +198,20 @@ def _decoder_variant(
     tgt_mask=True,
     norm_memory=False,
     cross_tgt_mask=False,
+    norms=True,
+    cross_causal=False,
 ):
     """The decoder layer with one typical mistake switched on (the defaults give the right layer).
 
-    ``cross_tgt_mask`` gives the cross-attention the target's padding mask, the self-attention its own.
+    ``cross_tgt_mask`` gives the cross-attention the target's padding mask, the self-attention its own;
+    ``norms=False`` leaves every LayerNorm out; ``cross_causal`` makes the cross-attention causal too.
     """
+    if not norms:
+        a, _ = layer.self_attn(x, x, x, tpm, causal)
+        x = x + a
+        a, _ = layer.cross_attn(x, memory, memory, spm)
+        x = x + a
+        return x + layer.feed_forward(x)
     cross_mask_of = tpm if cross_tgt_mask else spm
     if swap_masks:
         spm, tpm = tpm, spm
@@ -208,7 +229,8 @@ def _decoder_variant(
     x = x + a
     h = layer.norm2(x) if norm2 else x
     kv = h if cross_from_x else (layer.norm2(memory) if norm_memory else memory)
-    a, _ = layer.cross_attn(h, kv, kv, (tpm if cross_from_x else cross_mask_of) if cross_mask else None)
+    cross_mask_used = (tpm if cross_from_x else cross_mask_of) if cross_mask else None
+    a, _ = layer.cross_attn(h, kv, kv, cross_mask_used, cross_causal)
     x = x + a
     return x + layer.feed_forward(layer.norm3(x))
 
@@ -228,6 +250,15 @@ def _decoder_layer_mistakes(layer, x, memory, s, tm):
             lambda: _decoder_variant(layer, x, memory, s, tm, swap_masks=True),
             "the masks are swapped: the self-attention's keys are target positions, the "
             "cross-attention's are source positions",
+        ),
+        (
+            lambda: _decoder_variant(layer, x, memory, s, tm, norms=False),
+            _NO_NORM_HINT,
+        ),
+        (
+            lambda: _decoder_variant(layer, x, memory, s, tm, cross_causal=True),
+            "the cross-attention was causal: the causal mask is for the target's own positions, while every "
+            "target position may read the whole source, all of the memory",
         ),
         (
             lambda: _decoder_variant(layer, x, memory, s, tm, cross_tgt_mask=True),
