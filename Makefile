@@ -71,14 +71,17 @@ test-browser:
 	echo "== browser test: $$((t2 - t1)) s; screenshots in $(BROWSER_SCREENSHOTS)/"; \
 	exit $$status
 
+# The README's figures: cross-attention in every view, and the step-through of decoding as a GIF.
+FIGURES := figures --out figures/ --kind cross --view matrix lines model --animate gif
+
 figures: install
-	$(PY) -m labutils figures --out figures/
+	$(PY) -m labutils $(FIGURES)
 
 # After the shipped weights change: the figures, then every solution notebook run top to bottom and saved
 # with its outputs (what readers of solutions/ see, and what nbval compares in # NBVAL_CHECK_OUTPUT cells),
 # then the student notebooks (without outputs) made again from them.
 artifacts: install-dev
-	$(PY) -m labutils figures --out figures/
+	$(PY) -m labutils $(FIGURES)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --log-level=WARN \
 	  --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.record_timing=False \
 	  --ExecutePreprocessor.store_widget_state=False solutions/*.ipynb
