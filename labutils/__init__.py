@@ -1,8 +1,8 @@
-"""Transformer Lab: an encoder-decoder transformer that learns to write Taylor series.
+"""Transformer Lab: an encoder-decoder transformer that learns to write Taylor series, and the decoder alone.
 
 The package follows the lesson: ``data`` (the task) → ``tokens`` (tokenization, coding, padding) →
-``attention`` → ``model`` (layers, the transformer) → ``train`` → ``decode`` → ``metrics`` → ``plotting``,
-then the explorer (``widgets``), the exercise checks (``checks``) and the instructor's tools
+``attention`` → ``model`` (layers, the transformer; ``gpt``, the decoder alone) → ``train`` → ``decode`` →
+``metrics`` → ``plotting``, then the explorer (``widgets``), the exercise checks (``checks``) and the instructor's tools
 (``instructor``). What a student needs is importable from here: ``from labutils import tokenize``.
 """
 
@@ -10,12 +10,16 @@ __version__ = "0.1.0"
 
 from labutils.data import load_pairs, normalize, parse_expression
 from labutils.decode import beam_search, greedy_decode, translate
-from labutils.model import ModelConfig, Seq2SeqTransformer, attention_for, load_pretrained, load_weights
+from labutils.gpt import DecoderOnlyConfig, DecoderOnlyTransformer
+from labutils.model import ModelConfig, Seq2SeqTransformer, attention_for, load_pretrained
+from labutils.models import load_shipped, load_weights
 from labutils.runtime import device, seed_everything
 from labutils.tokens import SOURCE_VOCAB, TARGET_VOCAB, TokenizationError, tokenize
 
 __all__ = [
     "__version__",
+    "DecoderOnlyConfig",
+    "DecoderOnlyTransformer",
     "ModelConfig",
     "SOURCE_VOCAB",
     "Seq2SeqTransformer",
@@ -27,6 +31,7 @@ __all__ = [
     "greedy_decode",
     "load_pairs",
     "load_pretrained",
+    "load_shipped",
     "load_weights",
     "normalize",
     "parse_expression",
