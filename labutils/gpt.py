@@ -32,6 +32,7 @@ from .model import (
     LearnedPositionalEncoding,
     SinusoidalPositionalEncoding,
     WeightsError,
+    _check_codes,
     model_from_payload,
     read_weights,
     shipped_weights_path,
@@ -234,12 +235,7 @@ class DecoderOnlyTransformer(nn.Module):
         Nothing is computed yet: a decoder-only model reads its prompt with the first series token. The
         source's ``<eos>`` becomes ``<pad>`` (``<sep>`` follows as the series' first token).
         """
-        if src.dim() != 2 or src.dtype != torch.long:
-            raise ValueError(f"src must be a (B, L) tensor of long codes, got {tuple(src.shape)} {src.dtype}")
-        if src.size(1) > self.config.max_src_len:
-            raise ValueError(
-                f"src has {src.size(1)} positions, more than this model's max_src_len ({self.config.max_src_len})"
-            )
+        _check_codes(src, "src", self.config.max_src_len, "max_src_len")
         return self.from_source[src]  # (B, Ls); <pad> where the source had <eos> or <pad>
 
     def decode(
@@ -259,15 +255,10 @@ class DecoderOnlyTransformer(nn.Module):
         With ``return_attention``: ``{"decoder": [(B, H, Lt, L)], "cross": [(B, H, Lt, Lp)]}`` per layer,
         the rows of ``tgt`` over every key so far, and their block over the prompt's ``Lp`` positions.
         """
-        if tgt.dim() != 2 or tgt.dtype != torch.long:
-            raise ValueError(f"tgt must be a (B, L) tensor of long codes, got {tuple(tgt.shape)} {tgt.dtype}")
         read_prompt = cache is None or cache.length == 0
-        done = 0 if read_prompt else cache.length - memory.size(1)
-        if done + tgt.size(1) > self.config.max_tgt_len:
-            raise ValueError(
-                f"tgt has {tgt.size(1)} positions after {done}: more than this model's max_tgt_len "
-                f"({self.config.max_tgt_len}); pass a smaller max_len"
-            )
+        done = 0 if read_prompt else cache.length - memory.size(1)  # series positions already cached
+        limit = "max_tgt_len minus the cached positions (decode fewer tokens: max_len)"
+        _check_codes(tgt, "tgt", self.config.max_tgt_len - done, limit)
         if cache is not None and tgt_pad_mask is not None:
             raise ValueError("decode with a cache takes no tgt_pad_mask: decode a padded target without one")
         codes = self.from_target[tgt]  # (B, Lt)

@@ -164,7 +164,7 @@ def test_too_long_inputs_are_refused_with_a_one_line_reason():
     with pytest.raises(ValueError, match="max_src_len"):
         model.encode(torch.tensor([code("cosh(a*x)**3+tanh(b*x)", SOURCE_VOCAB)]))
     prompt = model.encode(torch.tensor([code("sin(x)", SOURCE_VOCAB)]))
-    with pytest.raises(ValueError, match="max_tgt_len .*max_len"):
+    with pytest.raises(ValueError, match="max_tgt_len.*max_len"):
         model.decode(torch.ones(1, 11, dtype=torch.long), prompt)
 
 
