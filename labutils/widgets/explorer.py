@@ -281,8 +281,8 @@ class AttentionExplorer(w.VBox):
             kinds = ["cross"]  # a step's row is its cross-attention
         wanted_kind = self.kind.value if kind is None else kind
         kind = wanted_kind if wanted_kind in kinds else kinds[0]
-        attention_dict = {"sequence_tokens": []} if "encoder" not in shape["layers"] else None
-        self.kind.options = [(title_of(k, attention_dict), k) for k in kinds]
+        decoder_only = "encoder" not in shape["layers"]
+        self.kind.options = [(title_of(k, decoder_only=decoder_only), k) for k in kinds]
         self.kind.value = kind
         n_layers = shape["layers"][kind]
         if layer is not None:  # asked for: it must exist
