@@ -726,6 +726,8 @@ def test_an_animation_has_one_frame_per_written_token(tmp_path):
     path = plotting.animate_decoding(steps, tmp_path / "steps.gif", size=(6, 3.4), dpi=40)
     with Image.open(path) as gif:
         assert gif.n_frames == len(steps.written)
+    again = plotting.animate_decoding(steps, tmp_path / "again.gif", size=(6, 3.4), dpi=40)
+    assert again.read_bytes() == path.read_bytes()  # made again, the same bytes
     with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
         plotting.animate_decoding(steps, tmp_path / "steps.avi")
 
