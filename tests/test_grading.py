@@ -40,7 +40,8 @@ from labutils import cli
 from labutils.instructor import grading
 from labutils.instructor.gradebook import write_gradebook
 from labutils.instructor.grading import Limits
-from labutils.instructor.sources import find_submissions, similar_to_package, student_of
+from labutils.instructor.similarity import similar_to_package
+from labutils.instructor.sources import find_submissions, student_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 20  # seconds per cell: an import of torch on a busy machine stays well inside it
@@ -115,12 +116,12 @@ def batch(sources, tmp_path_factory):
     other.metadata["labutils"]["notebook"] = "99_other"
     save(other, folder / "unknown.ipynb")
     save(tricky(), folder / "tricky.ipynb")
-    out = folder / "grades.csv"
+    out = folder / "results" / "grades.csv"  # a folder that does not exist yet: made
     args = [str(folder), "--source", str(sources), "--out", str(out), "--timeout", str(TIMEOUT)]
     args += ["--memory", "1500", "--max-output", "5", "--jobs", "2"]
-    status = cli.main(["grade", *args])
+    status = cli.main(["grade", *args])  # in the sandbox when bubblewrap runs here
     rows, totals = read_csv(out), {row["submission"]: row for row in read_csv(grading.totals_path(out))}
-    feedback = {path.name: path.read_text(encoding="utf-8") for path in (folder / "feedback").rglob("*.md")}
+    feedback = {path.name: path.read_text(encoding="utf-8") for path in out.parent.glob("feedback/**/*.md")}
     gradebook = read_csv(grading.gradebook_path(out))
     return {
         "folder": folder,
@@ -412,6 +413,8 @@ def test_a_killed_batch_resumes_without_losing_or_repeating_a_grade(sources, tmp
         str(sources),
         "--out",
         str(out),
+        "--sandbox",
+        "none",  # the kernel writes where this test reads
     ]
     grader = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -443,7 +446,7 @@ def test_a_killed_batch_resumes_without_losing_or_repeating_a_grade(sources, tmp
 
     assert cli.main(["grade", "class", "--source", str(sources), "--out", str(out)]) == 2  # never overwritten
     monkeypatch.chdir(tmp_path)
-    report = grading.grade(["class"], source=sources, out=out, resume=True)
+    report = grading.grade(["class"], source=sources, out=out, resume=True, sandbox_mode="none")
     assert (report.graded, report.skipped, report.status) == (2, 1, 0)
     rows = read_csv(out)
     assert sorted((row["submission"], row["exercise"]) for row in rows) == sorted(
@@ -510,7 +513,7 @@ def test_an_existing_output_needs_resume_or_force(sources, tmp_path, capsys):
     [
         (["missing.ipynb"], "missing.ipynb: no such file or folder"),
         (["x.ipynb", "--source", "empty"], "no lab notebooks"),
-        (["x.ipynb", "--out", "no/grades.csv"], "does not exist"),
+        (["x.ipynb", "--out", "x.ipynb/grades.csv"], "--out x.ipynb/grades.csv: cannot make its folder"),
         (["x.ipynb", "--timeout", "0"], "expected a positive number"),
         (["x.ipynb", "--resume", "--force"], "not allowed with argument"),
     ],
@@ -587,3 +590,159 @@ def test_the_untouched_student_attention_notebook_gets_zero_without_errors(tmp_p
     assert rows and all(row["notebook"] == "04_attention" for row in rows)
     assert all(float(row["points"]) == 0 < float(row["max_points"]) for row in rows)
     assert all("not done yet" in row["feedback"] for row in rows), rows
+
+
+# ---------------------------------------------------------------------------------------------- the sandbox
+
+
+def test_the_sandbox_falls_back_with_one_line_or_is_a_usage_error(sources, tmp_path, monkeypatch, capsys):
+    from labutils.instructor import sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda: "bubblewrap (bwrap) is not installed")
+    (tmp_path / "x.ipynb").write_text("not json")  # no kernel needed: the file is not a notebook
+    args = ["grade", str(tmp_path / "x.ipynb"), "--source", str(sources), "--out", str(tmp_path / "g.csv")]
+    assert cli.main([*args, "--sandbox", "bwrap"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--sandbox bwrap: bubblewrap (bwrap) is not installed" in err and len(err.strip().splitlines()) == 1
+    )
+    assert not (tmp_path / "g.csv").exists()
+    assert cli.main(args) == 1  # auto: graded without it (the file is not a notebook: one failed row)
+    lines = capsys.readouterr().err.splitlines()
+    said = [line for line in lines if line.startswith("no sandbox:")]
+    assert said == [
+        "no sandbox: bubblewrap (bwrap) is not installed; each submission runs with your permissions "
+        "(see the README)"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- leftovers
+
+
+def test_a_process_that_cannot_be_ended_is_named(monkeypatch):
+    import psutil
+
+    from labutils.instructor import kernel, supervisor
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        monkeypatch.setattr(supervisor, "END_WITHIN", 0.3)
+        monkeypatch.setattr(psutil.Process, "kill", lambda self: None)  # a process deaf to SIGKILL
+        left = kernel._end([psutil.Process(sleeper.pid)])
+        assert left == [f"{sleeper.pid} (sleep)"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert kernel._end([psutil.Process(os.getpid())]) != []  # this process is running: named, not ended
+    gone = subprocess.Popen(["true"])
+    process = psutil.Process(gone.pid)
+    gone.wait()
+    assert kernel._end([process]) == []  # a process that has ended is not a leftover
+
+
+def test_a_leftover_is_a_note_and_a_non_zero_exit(sources, tmp_path, monkeypatch):
+    from labutils.instructor import gradebook
+
+    def left_behind(path, sources, limits, key, secret, student, view):
+        return gradebook.Result(
+            key, NAME, [(f"{NAME}.attention", 2.0, 2.0, "fine")], "graded", "", "# fine\n", student,
+            left=["4242 (sleep)"],
+        )  # fmt: skip
+
+    monkeypatch.setattr(grading, "grade_submission", left_behind)
+    save(student(), tmp_path / "class" / "a.ipynb")
+    report = grading.grade(
+        [str(tmp_path / "class")], source=sources, out=tmp_path / "g.csv", log=print, sandbox_mode="none"
+    )
+    assert report.status == 1
+    assert any("could not end 4242 (sleep)" in problem for problem in report.problems), report.problems
+
+
+# ---------------------------------------------------------------------------------------------- similar answers
+
+
+def answers_of(exercise: str, codes: dict[str, str]):
+    from labutils.instructor.similarity import Answer
+
+    return [Answer(exercise, who, f"{who}.ipynb", code, "attention") for who, code in codes.items()]
+
+
+LONG = (
+    "def attention(Q, K, V):\n"
+    "    # scores of every query against every key\n"
+    "    d_k = Q.size(-1)\n"
+    "    scores = Q @ K.transpose(-2, -1)\n"
+    "    scores = scores / math.sqrt(d_k)\n"
+    "    weights = torch.softmax(scores, dim=-1)\n"
+    "    output = weights @ V\n"
+    "    return output, weights\n"
+)
+RENAMED = (
+    "def attention(query, key, value):\n"
+    '    """Attention, as in the lecture."""\n'
+    "    size = query.size(-1)  # the width of a key\n"
+    "    s = query @ key.transpose(-2, -1)\n"
+    "    s = s / math.sqrt(size)\n\n"
+    "    w = torch.softmax(s, dim=-1)\n"
+    "    result = w @ value\n"
+    "    return result, w\n"
+)
+OTHER = (
+    "def attention(Q, K, V):\n"
+    "    scale = 1.0 / Q.shape[-1] ** 0.5\n"
+    "    logits = torch.matmul(Q, K.transpose(-1, -2)) * scale\n"
+    "    logits = logits - logits.max(dim=-1, keepdim=True).values\n"
+    "    e = torch.exp(logits)\n"
+    "    weights = e / e.sum(dim=-1, keepdim=True)\n"
+    "    return torch.matmul(weights, V), weights\n"
+)
+
+
+def test_answers_alike_are_paired_and_short_or_common_ones_are_not():
+    from labutils.instructor.similarity import MIN_STATEMENTS, similar_pairs
+
+    codes = {"alice": LONG, "bob": RENAMED, "carol": OTHER, "dave": SOLUTIONS["attention"]}
+    codes["erin"] = SOLUTIONS["attention"]  # the same short answer, written by two honest students
+    found = similar_pairs(answers_of(f"{NAME}.attention", codes))
+    assert [(p.first.student, p.second.student, p.alike) for p in found.pairs] == [("alice", "bob", 1.0)]
+    assert (found.compared, found.short, found.common) == (3, 2, 0)
+    assert MIN_STATEMENTS == 4
+    # A class of 40 where 30 wrote the notebook's own long answer: their 435 pairs are the common answer,
+    # not listed; a pair that wrote something else alike is.
+    codes = {f"s{n:02d}": LONG.replace("d_k", f"d{n}") for n in range(30)}
+    codes.update({"x1": OTHER, "x2": OTHER.replace("logits", "z"), "y": RENAMED})
+    found = similar_pairs(answers_of(f"{NAME}.attention", codes))
+    assert [(p.first.student, p.second.student) for p in found.pairs] == [("x1", "x2")]
+    assert found.common == 31 * 30 // 2  # y wrote the common answer too
+
+
+def test_the_instructor_modules_import_each_other_without_a_circle():
+    """Each module of labutils.instructor imports only modules that do not import it back, at any depth."""
+    import ast
+
+    folder = ROOT / "labutils" / "instructor"
+    imports = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("labutils.instructor")
+            ):
+                names.add(node.module.split(".")[2] if node.module.count(".") >= 2 else "")
+                names |= {alias.name for alias in node.names if (folder / f"{alias.name}.py").exists()}
+            elif isinstance(node, ast.Import):
+                names |= {
+                    a.name.split(".")[2] for a in node.names if a.name.startswith("labutils.instructor.")
+                }
+        imports[path.stem] = names - {"", path.stem}
+
+    def reaches(start, target, seen=()):
+        return any(
+            n == target or (n not in seen and reaches(n, target, (*seen, n))) for n in imports.get(start, ())
+        )
+
+    circles = sorted(name for name in imports if reaches(name, name))
+    assert circles == [], circles
+    assert "grading" not in imports["gradebook"]

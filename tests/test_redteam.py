@@ -3,6 +3,13 @@
 Each earns what its answers earn on the grader's inputs and no more; tampering that can be seen from outside
 is flagged in the notes with the exercise; a stopped answer costs only its own exercise. Short limits and
 bounded bombs keep the batch to about a minute or two.
+
+Then the grader itself: a submission that rewrites the package the grader judges with (the batch stops at it,
+and the next run refuses to start until the file is restored; in the sandbox the write fails), one that leaves
+a detached process behind to rewrite the grades later (nothing of it survives the grader: checked 60 s after
+it exits), and, in the sandbox, one that looks for other students' notebooks, or for the network. Those run
+``python -m labutils grade`` in a process of its own, judging with a copy of the package, so that what a
+submission writes into "the grader's package" never touches this checkout.
 """
 
 from __future__ import annotations
@@ -10,13 +17,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 from demo_notebook import (
+    NAME,
     POINTS,
     SOLUTIONS,
     answer_index,
@@ -29,7 +43,9 @@ from demo_notebook import (
 
 from labutils.instructor import grading
 from labutils.instructor.grading import Limits
+from labutils.instructor.sandbox import bwrap_problem
 
+ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 10  # seconds per cell
 NOTHING = dict.fromkeys(POINTS, 0.0)
 
@@ -137,6 +153,14 @@ def edited_check_cell():
     return notebook
 
 
+def with_kernelspec(name: str, language: str):
+    """The solved notebook, its metadata naming another kernel to run it (one that may not exist)."""
+    notebook = stubbed()
+    notebook.metadata["kernelspec"] = {"name": name, "display_name": name, "language": language}
+    notebook.metadata["language_info"] = {"name": language}
+    return notebook
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Every submission of the class, graded in one batch: {name: (points by exercise, notes, feedback)}."""
@@ -161,13 +185,23 @@ def graded(tmp_path_factory):
         "check_cell_edited": edited_check_cell(),
         "modules_builtins_display": unsolved(causal_mask=MODULES),
         "pickle_for_data": stubbed(causal_mask=PICKLE % str(trap)),
+        "kernelspec_missing": with_kernelspec("no-such-kernel", "python"),
+        "kernelspec_other": with_kernelspec("ir", "R"),
     }
     for name, notebook in submissions.items():
         save(notebook, folder / "class" / f"{name}.ipynb")
     before = overwritten.read_text()
     out = folder / "grades.csv"
     limits = Limits(timeout=TIMEOUT, memory_mb=3000, output_mb=5)
-    report = grading.grade([str(folder / "class")], source=sources, out=out, limits=limits, jobs=2, log=print)
+    report = grading.grade(
+        [str(folder / "class")],
+        source=sources,
+        out=out,
+        limits=limits,
+        jobs=2,
+        log=print,
+        sandbox_mode="none",
+    )  # without the sandbox: these submissions write where this test reads
     results = {}
     totals = {Path(row["submission"]).stem: row for row in read_csv(grading.totals_path(out))}
     for row in read_csv(out):
@@ -191,8 +225,9 @@ def outcome(graded, name):
 
 
 def test_every_submission_is_graded_and_none_stops_the_batch(graded):
-    assert len(graded["results"]) == 15
+    assert len(graded["results"]) == 17
     assert graded["report"].status == 0, graded["report"].problems
+    assert graded["report"].stopped is None
 
 
 def test_the_two_line_points_patch_earns_nothing_and_is_flagged(graded):
@@ -294,6 +329,13 @@ def test_a_pickle_in_place_of_the_data_is_never_unpickled(graded):
     assert "Exercise 4.3 (causal_mask): the grader could not read what your function returned" in notes
 
 
+@pytest.mark.parametrize("name", ["kernelspec_missing", "kernelspec_other"])
+def test_a_kernel_named_in_the_notebook_is_not_the_one_that_runs_it(graded, name):
+    points, notes, _ = outcome(graded, name)
+    assert points == POINTS  # the grader's own Python kernel ran it, whatever the notebook asked for
+    assert notes == ""
+
+
 def test_no_feedback_names_a_cell_number(graded):
     for _, _, text in graded["results"].values():
         assert not re.search(r"\bcell \d", text)
@@ -307,3 +349,361 @@ def no_stray_processes():
             process.send_signal(signal.SIGKILL)
         except psutil.Error:
             pass
+
+
+# ------------------------------------------------------------------------------------------ the grader itself
+
+
+def own_package(folder: Path) -> Path:
+    """A copy of the package for a grader run in a process of its own: its "checkout", which submissions may
+    rewrite; returns the folder to put on that process's PYTHONPATH."""
+    shutil.copytree(ROOT / "labutils", folder / "labutils")  # with its __pycache__: nothing to compile
+    return folder
+
+
+def run_grader(args: list[str], cwd: Path, package: Path | None = None, env: dict | None = None):
+    """``python -m labutils grade ARGS`` in a process of its own: (exit status, stderr, stdout)."""
+    environment = {**os.environ, **(env or {})}
+    if package is not None:
+        environment["PYTHONPATH"] = str(package)  # before the editable install: it judges with this copy
+    done = subprocess.run(
+        [sys.executable, "-m", "labutils", "grade", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return done.returncode, done.stderr, done.stdout
+
+
+# What a submission appends to the checks of the package it finds: a judge that passes everything.
+REWRITE = (
+    "import pathlib, labutils\n"
+    "PAYLOAD = '\\n\\ndef judge_returned(result, name, case, returned):\\n    result.add(name, True, \"\")\\n'\n"
+    "written = []\n"
+    "for root in (pathlib.Path(labutils.__file__).parent, pathlib.Path(%r)):\n"
+    "    try:\n"
+    "        with open(root / 'checks' / 'core.py', 'a') as file:\n"
+    "            file.write(PAYLOAD)\n"
+    "        written.append(str(root))\n"
+    "    except OSError as error:\n"
+    "        print(error)\n"
+)
+WRONG_MASK = "def causal_mask(L):\n    return torch.zeros(L, L, dtype=torch.bool)"
+HONEST = {"b_wrong": {**POINTS, "causal_mask": 0.25}, "c_wrong": NOTHING}  # what the wrong answers earn
+
+
+def rewriting_class(folder: Path, package: Path) -> Path:
+    """a_writer rewrites the grader's checks; b_wrong and c_wrong come after it, with wrong answers."""
+    core = package / "labutils" / "checks" / "core.py"
+    save(mutated(stubbed(), "attention", REWRITE % str(core.parent.parent)), folder / "a_writer.ipynb")
+    save(stubbed(causal_mask=WRONG_MASK), folder / "b_wrong.ipynb")
+    save(unsolved(), folder / "c_wrong.ipynb")
+    return folder
+
+
+def points_by_submission(out: Path) -> dict[str, dict[str, float]]:
+    found: dict[str, dict[str, float]] = {}
+    for row in read_csv(out):
+        found.setdefault(Path(row["submission"]).stem, {})[row["exercise"].split(".")[1]] = float(
+            row["points"]
+        )
+    return found
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_submission_that_rewrites_the_grader_stops_the_batch_and_the_next_run(tmp_path, jobs):
+    package = own_package(tmp_path / "grader")
+    core = package / "labutils" / "checks" / "core.py"
+    original = core.read_bytes()
+    sources = write_source(tmp_path / "solutions")
+    rewriting_class(tmp_path / "class", package)
+    args = ["class", "--source", str(sources), "--out", "out/grades.csv", "--timeout", str(TIMEOUT)]
+    args += ["--jobs", str(jobs), "--sandbox", "none"]
+    status, err, _ = run_grader(args, tmp_path, package)
+    assert status == 1, err
+    stopped = [line for line in err.splitlines() if line.startswith("grading stopped:")]
+    assert len(stopped) == 1, err
+    assert "labutils/checks/core.py changed while" in stopped[0] and "a_writer.ipynb" in stopped[0]
+    assert (
+        core.read_bytes() != original
+    )  # it did write: the line names the file, and nothing was judged by it
+    graded = points_by_submission(tmp_path / "out" / "grades.csv")
+    assert "a_writer" not in graded  # nothing of the writer counted
+    for name, points in graded.items():
+        assert points == HONEST[name], name  # graded at the same time, before the change: as they deserve
+    # The next run refuses to start until the file is as it was; then --resume continues.
+    before = (tmp_path / "out" / "grades-totals.csv").read_bytes()
+    status, err, _ = run_grader([*args, "--resume"], tmp_path, package)
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert "labutils/checks/core.py was changed while" in err and "still differs: restore it" in err
+    assert (tmp_path / "out" / "grades-totals.csv").read_bytes() == before
+    if jobs == 1:
+        core.write_bytes(original)
+        (tmp_path / "class" / "a_writer.ipynb").rename(tmp_path / "a_writer.ipynb")  # set aside to read
+        status, err, _ = run_grader([*args, "--resume"], tmp_path, package)
+        assert status == 0, err
+        assert points_by_submission(tmp_path / "out" / "grades.csv") == HONEST
+        assert core.read_bytes() == original
+
+
+# ------------------------------------------------------------------------------------- the class, sandboxed
+
+LONG = {
+    "attention": (
+        "import math\n\n"
+        "def attention(Q, K, V):\n"
+        "    # scores of every query against every key\n"
+        "    d_k = Q.size(-1)\n"
+        "    scores = Q @ K.transpose(-2, -1)\n"
+        "    scores = scores / math.sqrt(d_k)\n"
+        "    weights = torch.softmax(scores, dim=-1)\n"
+        "    output = weights @ V\n"
+        "    return output, weights\n"
+    ),
+    "split_heads": (
+        "def split_heads(x, n_heads):\n"
+        "    B, L, d_model = x.shape\n"
+        "    d_head = d_model // n_heads  # each head's share\n"
+        "    x = x.reshape(B, L, n_heads, d_head)\n"
+        "    x = x.permute(0, 2, 1, 3)\n"
+        "    return x.contiguous()\n"
+    ),
+}
+COPIED = {  # bob's: alice's answers, names and comments changed
+    "attention": (
+        "import math\n\n"
+        "def attention(query, key, value):\n"
+        '    """Scaled dot-product attention."""\n'
+        "    width = query.size(-1)\n"
+        "    s = query @ key.transpose(-2, -1)  # (B, Lq, Lk)\n"
+        "    s = s / math.sqrt(width)\n\n"
+        "    w = torch.softmax(s, dim=-1)\n"
+        "    out = w @ value\n"
+        "    return out, w\n"
+    ),
+    "split_heads": (
+        "def split_heads(t, heads):\n"
+        "    # one slice of the features per head\n"
+        "    b, n, width = t.shape\n"
+        "    per_head = width // heads\n"
+        "    t = t.reshape(b, n, heads, per_head)\n"
+        "    t = t.permute(0, 2, 1, 3)\n"
+        "    return t.contiguous()\n"
+    ),
+}
+OWN = {  # carol's: as long, written her own way
+    "attention": (
+        "def attention(Q, K, V):\n"
+        "    scale = 1.0 / Q.shape[-1] ** 0.5\n"
+        "    logits = torch.matmul(Q, K.transpose(-1, -2)) * scale\n"
+        "    logits = logits - logits.max(dim=-1, keepdim=True).values\n"
+        "    e = torch.exp(logits)\n"
+        "    weights = e / e.sum(dim=-1, keepdim=True)\n"
+        "    return torch.matmul(weights, V), weights\n"
+    ),
+    "split_heads": (
+        "def split_heads(x, n_heads):\n"
+        "    batch, length = x.size(0), x.size(1)\n"
+        "    per_head = x.size(2) // n_heads\n"
+        "    heads = x.view(batch, length, n_heads, per_head)\n"
+        "    heads = heads.transpose(1, 2)\n"
+        "    return heads\n"
+    ),
+}
+# frank's attention: a classmate's, found on the disk and run (the path is known, or searched for).
+READER = (
+    "import glob, json, os\n"
+    "def attention(Q, K, V):\n"
+    "    found = [%r] + glob.glob('/tmp/**/*.ipynb', recursive=True)\n"
+    "    found += glob.glob(os.path.expanduser('~/**/*.ipynb'), recursive=True)\n"
+    "    for path in found:\n"
+    "        if 'alice' in path and os.path.exists(path):\n"
+    "            cells = json.load(open(path))['cells']\n"
+    "            space = {'torch': torch}\n"
+    "            for cell in cells:\n"
+    "                if 'def attention' in ''.join(cell['source']):\n"
+    "                    exec(''.join(cell['source']), space)\n"
+    "                    return space['attention'](Q, K, V)\n"
+    "    raise NotImplementedError('nothing to copy')\n"
+)
+# hank's causal mask works only if it can reach the network (a listener of this test, on this machine).
+NETWORK = (
+    "import socket\n"
+    "def causal_mask(L):\n"
+    "    with socket.create_connection(('127.0.0.1', %d), timeout=2) as connection:\n"
+    "        connection.sendall(b'hank')\n"
+    "    return torch.ones(L, L, dtype=torch.bool).triu(1)\n"
+)
+# gina's plain cell writes where it should not: the grader's package, the grades, her own notebook.
+WRITES_EVERYWHERE = REWRITE + (
+    "for target in (%r, %r):\n"
+    "    try:\n"
+    "        with open(target, 'a') as file:\n"
+    "            file.write('written')\n"
+    "        written.append(target)\n"
+    "    except OSError as error:\n"
+    "        print(error)\n"
+    "assert not written, written\n"
+)
+
+
+@pytest.fixture(scope="module")
+def sandboxed(tmp_path_factory):
+    """A class graded with ``--sandbox auto`` by a grader of its own: alice, bob (alice's answers renamed),
+    carol (her own), dave and erin (the same short answers); with the sandbox, frank (copies from alice's
+    notebook), gina (writes into the grader, the grades and her notebook) and hank (uses the network)."""
+    folder = tmp_path_factory.mktemp("sandboxed")
+    package = own_package(folder / "grader")
+    sources = write_source(folder / "solutions")
+    core = package / "labutils" / "checks" / "core.py"
+    original = core.read_bytes()
+    students = {
+        "alice": stubbed(**LONG),
+        "bob": stubbed(**COPIED),
+        "carol": stubbed(**OWN),
+        "dave": stubbed(),
+        "erin": stubbed(),
+    }
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    heard: list[bytes] = []
+    done = threading.Event()
+
+    def listen():
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            with connection:
+                heard.append(connection.recv(100))
+
+    sandbox = bwrap_problem() is None
+    out = folder / "out" / "grades.csv"
+    if sandbox:
+        alice = folder / "class" / "alice" / f"{NAME}.ipynb"
+        gina = folder / "class" / "gina" / f"{NAME}.ipynb"
+        students["frank"] = stubbed(attention=READER % str(alice))
+        writes = WRITES_EVERYWHERE % (str(core.parent.parent), str(out), str(gina))
+        students["gina"] = mutated(stubbed(), "attention", writes)
+        students["hank"] = stubbed(causal_mask=NETWORK % listener.getsockname()[1])
+    for name, notebook in students.items():
+        save(notebook, folder / "class" / name / f"{NAME}.ipynb")
+    before = {name: (folder / "class" / name / f"{NAME}.ipynb").read_bytes() for name in students}
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    args = ["class", "--source", str(sources), "--out", str(out), "--timeout", str(TIMEOUT), "--jobs", "2"]
+    try:
+        status, err, summary = run_grader(args, folder, package)
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+    student = {row["submission"]: row["student"] for row in read_csv(grading.totals_path(out))}
+    points: dict[str, dict[str, float]] = {}
+    for row in read_csv(out):
+        points.setdefault(student[row["submission"]], {})[row["exercise"].split(".")[1]] = float(
+            row["points"]
+        )
+    return {
+        "sandbox": sandbox,
+        "status": status,
+        "stderr": err,
+        "summary": summary,
+        "points": points,
+        "similar": read_csv(grading.similarity_path(out)),
+        "heard": heard,
+        "package_unchanged": core.read_bytes() == original,
+        "notebooks_unchanged": all(
+            (folder / "class" / name / f"{NAME}.ipynb").read_bytes() == data for name, data in before.items()
+        ),
+    }
+
+
+def test_a_copied_answer_is_in_the_similarity_report_and_short_ones_are_not(sandboxed):
+    assert sandboxed["status"] == 0, sandboxed["stderr"]
+    pairs = sorted(
+        (row["student"], row["other_student"], row["exercise"], row["alike"]) for row in sandboxed["similar"]
+    )
+    assert pairs == [  # every exercise bob copied; never the one-line masks everybody writes alike
+        ("alice", "bob", f"{NAME}.attention", "1.00"),
+        ("alice", "bob", f"{NAME}.split_heads", "1.00"),
+    ]
+    assert "similar answers: 2 pair(s) in 2 exercise(s)" in sandboxed["summary"]
+    for name in ("alice", "bob", "carol", "dave", "erin"):
+        assert sandboxed["points"][name] == POINTS, name  # points are not changed by the report
+
+
+@pytest.mark.skipif(bwrap_problem() is not None, reason=f"no sandbox here: {bwrap_problem()}")
+def test_in_the_sandbox_other_notebooks_the_grader_and_the_network_are_out_of_reach(sandboxed):
+    assert sandboxed["status"] == 0, sandboxed["stderr"]  # nothing the grader watches changed: no stop
+    assert sandboxed["points"]["frank"] == {**POINTS, "attention": 0}  # alice's notebook was not there
+    assert sandboxed["points"]["gina"] == POINTS  # every write failed (the cell raised; graded on)
+    assert sandboxed["package_unchanged"] and sandboxed["notebooks_unchanged"]
+    assert sandboxed["points"]["hank"] == {**POINTS, "causal_mask": 0} and sandboxed["heard"] == []
+
+
+# A cell that leaves a process behind: double-forked, in a new session of its own, it sleeps past the end
+# of grading, then rewrites every file of the output folder, again and again for half a minute.
+DETACH = (
+    "import os, pathlib, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        with open(%r, 'a') as file:\n"
+    "            file.write(f'{os.getpid()} ')\n"
+    "        time.sleep(20)\n"
+    "        for _ in range(15):\n"
+    "            out = pathlib.Path(%r)\n"
+    "            for path in out.rglob('*'):\n"
+    "                if path.is_file():\n"
+    "                    path.write_text('rewritten')\n"
+    "            (out / 'rewritten').write_text('')\n"
+    "            time.sleep(2)\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+    "time.sleep(1)\n"
+)
+KILL_SUPERVISOR = (
+    "import signal\nos.kill(os.getppid(), signal.SIGKILL)  # the kernel's parent\ntime.sleep(5)\n"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def detached(tmp_path_factory):
+    """A class whose submissions leave detached processes behind, graded (without the sandbox) by a grader of
+    its own, first thing in this module: what it wrote, and when it exited. The check comes last."""
+    folder = tmp_path_factory.mktemp("detached")
+    sources = write_source(folder / "solutions")
+    pids, out = folder / "pids", folder / "out"
+    pids.mkdir()
+    plain = DETACH % (str(pids / "plain.pid"), str(out))
+    save(mutated(stubbed(), "attention", plain), folder / "class" / "plain.ipynb")
+    killer = DETACH % (str(pids / "killer.pid"), str(out)) + KILL_SUPERVISOR
+    save(mutated(stubbed(), "attention", killer), folder / "class" / "killer.ipynb")
+    mark = uuid.uuid4().hex
+    args = ["class", "--source", str(sources), "--out", "out/grades.csv", "--sandbox", "none", "--jobs", "2"]
+    status, err, _ = run_grader([*args, "--timeout", "30"], folder, env={"LABUTILS_TEST_MARK": mark})
+    exited = time.monotonic()
+    files = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    return {"status": status, "stderr": err, "exited": exited, "files": files, "out": out, "pids": pids,
+            "mark": mark}  # fmt: skip
+
+
+def test_a_detached_process_of_a_submission_does_not_outlive_the_grader(detached):
+    """A double-forked process in a new session, which would rewrite the grades 20 s later, is gone with its
+    kernel; so is one whose supervisor the submission killed first. Checked 60 s after the grader exited."""
+    assert detached["status"] == 0, detached["stderr"]
+    started = [int(pid) for path in detached["pids"].glob("*.pid") for pid in path.read_text().split()]
+    assert len(started) == 2, detached["stderr"]  # each submission's detached process did start
+    totals = {Path(row["submission"]).stem: row for row in read_csv(detached["out"] / "grades-totals.csv")}
+    assert {name: row["points"] for name, row in totals.items()} == {"plain": "4", "killer": "4"}
+    time.sleep(max(0.0, detached["exited"] + 60 - time.monotonic()))
+    now = {path: path.read_bytes() for path in detached["out"].rglob("*") if path.is_file()}
+    assert now == detached["files"]  # byte for byte what the grader wrote, and nothing more
+    mark = detached["mark"]
+    for process in psutil.process_iter(["pid", "environ"]):
+        environ = process.info.get("environ") or {}
+        assert environ.get("LABUTILS_TEST_MARK") != mark, f"process {process.info['pid']} of the batch lives"

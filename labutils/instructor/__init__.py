@@ -1,9 +1,15 @@
 """Tools for the course's staff: grading submissions, the student release, the slide figures.
 
-* :mod:`~labutils.instructor.grading`: ``python -m labutils grade``, each submission in its own kernel;
-  the points decided in the grader's process (:mod:`~labutils.instructor.runner` runs in the kernel and
-  hands back data, :mod:`~labutils.instructor.calling` reads it; :mod:`~labutils.instructor.kernel`,
-  :mod:`~labutils.instructor.sources` and :mod:`~labutils.instructor.gradebook` do the rest);
+* :mod:`~labutils.instructor.grading`: ``python -m labutils grade``, the class;
+  :mod:`~labutils.instructor.submission` grades one notebook in a kernel of its own, the points decided in
+  the grader's process (:mod:`~labutils.instructor.runner` runs in the kernel and hands back data,
+  :mod:`~labutils.instructor.calling` reads it). The kernel runs below a
+  :mod:`~labutils.instructor.supervisor` that ends everything it starts (:mod:`~labutils.instructor.kernel`),
+  imports a private copy of the package, in bubblewrap when it runs here
+  (:mod:`~labutils.instructor.sandbox`); :mod:`~labutils.instructor.digest` stops the batch when what the
+  verdicts depend on changes; :mod:`~labutils.instructor.similarity` pairs answers alike;
+  :mod:`~labutils.instructor.sources` reads the notebooks and :mod:`~labutils.instructor.gradebook` writes
+  the results;
 * :mod:`~labutils.instructor.release`: ``python -m labutils student`` and ``release``, the student notebooks
   made from ``solutions/`` and the release checked for leaks;
 * :mod:`~labutils.instructor.figures`: ``python -m labutils figures``, the slides' and README's figures.

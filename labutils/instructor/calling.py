@@ -22,9 +22,15 @@ from labutils.instructor import runner
 from labutils.instructor.kernel import Kernel
 from labutils.instructor.sources import GradingError
 
-PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # labutils/
-# The package's files that run answers rather than replace them: never "the package" to the guard.
-NOT_THE_PACKAGE = (PACKAGE + "checks" + os.sep, PACKAGE + "instructor" + os.sep)
+PACKAGE = os.path.realpath(Path(__file__).parents[1]) + os.sep  # labutils/, the grader's own
+
+
+def not_the_package(package: str) -> tuple[str, ...]:
+    """The package's files that run answers rather than replace them: never "the package" to the guard."""
+    return (package + "checks" + os.sep, package + "instructor" + os.sep)
+
+
+NOT_THE_PACKAGE = not_the_package(PACKAGE)
 MAX_RETURNED_BYTES = 64_000_000  # what one exercise's answers may hand back
 
 
@@ -73,7 +79,7 @@ def expected_fingerprints() -> dict[str, str]:
             for name, module in sorted(sys.modules.items()):
                 if name.split(".")[0] == "labutils" and module and not name.startswith(_SKIPPED):
                     probes += _members(name, module)
-            _expected = runner.fingerprints(list(dict.fromkeys(probes)))
+            _expected = runner.fingerprints(list(dict.fromkeys(probes)), PACKAGE)
         return _expected
 
 
@@ -101,7 +107,11 @@ def call_code(job: Path, out: Path) -> str:
 
 
 def write_job(kernel: Kernel, exercise: Exercise, cases: list) -> tuple[Path, Path]:
+    """The job of the grader's cell: the cases, and where the kernel's copy of the package is (its files are
+    "the package" to the guard there)."""
     import torch
+
+    package = os.path.realpath(kernel.package / "labutils") + os.sep if kernel.package else PACKAGE
 
     token = secrets.token_hex(8)
     job, out = kernel.io / f"{token}.job", kernel.io / f"{token}.out"
@@ -115,8 +125,8 @@ def write_job(kernel: Kernel, exercise: Exercise, cases: list) -> tuple[Path, Pa
         {
             "function": exercise.function,
             "forbidden": list(exercise.forbidden),
-            "package": PACKAGE,
-            "excluded": list(NOT_THE_PACKAGE),
+            "package": package,
+            "excluded": list(not_the_package(package)),
             "cases": [(case.call, case.args) for _, case in cases],
             "probes": list(expected_fingerprints()),
         },

@@ -1,5 +1,5 @@
-"""The grader's files: grades.csv and its totals file, written one whole submission at a time, the
-gradebook (one row per student), and the feedback files' names."""
+"""The grader's files: a graded submission (:class:`Result`), grades.csv and its totals file, written one
+whole submission at a time, the gradebook (one row per student), and the feedback files' names."""
 
 from __future__ import annotations
 
@@ -7,19 +7,40 @@ import csv
 import io
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from labutils.files import atomic_write
 from labutils.instructor.sources import GradingError
 
-if TYPE_CHECKING:
-    from labutils.instructor.grading import Result
-
 COLUMNS = ("submission", "notebook", "exercise", "points", "max_points", "feedback")
+SIMILARITY_COLUMNS = ("student", "other_student", "exercise", "alike", "submission", "other_submission")
 TOTAL_COLUMNS = ("submission", "notebook", "points", "max_points", "status", "notes", "student")
 #: statuses in the totals file; ``error`` (the grader's own failure) is graded again by --resume
 GRADED, INCOMPLETE, FAILED, ERROR = "graded", "incomplete", "failed", "error"
+
+
+@dataclass
+class Result:
+    """One graded submission: its rows for grades.csv, its line in the totals file, its feedback file."""
+
+    submission: str
+    notebook: str
+    rows: list[tuple[str, float, float, str]]  # (exercise, points, max_points, feedback)
+    status: str
+    notes: str = ""  # for the instructor (totals file)
+    text: str = ""  # the feedback file
+    student: str = ""
+    answers: dict[str, str] = field(default_factory=dict)  # grade_id -> the answer cell graded (similarity)
+    left: list[str] = field(default_factory=list)  # its processes that could not be ended, as "pid (name)"
+
+    @property
+    def points(self) -> float:
+        return round(sum(row[1] for row in self.rows), 2)
+
+    @property
+    def max_points(self) -> float:
+        return round(sum(row[2] for row in self.rows), 2)
 
 
 def totals_path(out: str | os.PathLike) -> Path:
@@ -82,8 +103,10 @@ class Ledger:
     def __init__(self, out: str | os.PathLike, resume: bool = False, force: bool = False):
         self.out, self.totals = Path(out), totals_path(out)
         self.done: dict[str, list[str]] = {}
-        if not self.out.parent.is_dir():
-            raise GradingError(f"--out {self.out}: folder {self.out.parent} does not exist")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise GradingError(f"--out {self.out}: cannot make its folder ({error.strerror})") from None
         if self.out.is_dir():
             raise GradingError(f"--out {self.out}: is a folder, expected a file name")
         exists = self.out.exists() or self.totals.exists()
@@ -97,8 +120,15 @@ class Ledger:
                 else:
                     self.done[row[0]] = row
             rows = [row for row in _read_lines(self.out, COLUMNS) if row[0] in self.done]
-        write_file(self.out, "".join(_csv_line(r) for r in [COLUMNS, *rows]))
-        write_file(self.totals, "".join(_csv_line(r) for r in [TOTAL_COLUMNS, *self.done.values()]))
+        self.lines = [list(row) for row in rows]  # grades.csv's rows, as written: the files can be restored
+        self.totals_lines = [list(row) for row in self.done.values()]
+        self.restore()
+
+    def restore(self) -> list[Path]:
+        """Write both files again from what the ledger wrote (after a change from outside); returns them."""
+        write_file(self.out, "".join(_csv_line(r) for r in [COLUMNS, *self.lines]))
+        write_file(self.totals, "".join(_csv_line(r) for r in [TOTAL_COLUMNS, *self.totals_lines]))
+        return [self.out, self.totals]
 
     def write(self, result: Result) -> None:
         rows = [
@@ -119,11 +149,13 @@ class Ledger:
                 file.write("".join(_csv_line(line) for line in lines))
                 file.flush()
                 os.fsync(file.fileno())
+        self.lines += [list(row) for row in rows]
+        self.totals_lines.append(list(total))
         if result.status != ERROR:
             self.done[result.submission] = list(total)
 
     def rows(self) -> list[list[str]]:
-        return _read_lines(self.out, COLUMNS)
+        return [list(row) for row in self.lines]
 
 
 def gradebook_path(out: str | os.PathLike) -> Path:
@@ -155,6 +187,23 @@ def write_gradebook(path: Path, totals: Iterable[list[str]], notebooks: list[str
         lines.append((_safe(student), *(_number(v) for v in values), _number(sum(values))))
     write_file(path, "".join(_csv_line(line) for line in lines))
     return duplicates
+
+
+def similarity_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}-similarity{out.suffix or '.csv'}")
+
+
+def write_similarity(path: Path, pairs: Iterable) -> None:
+    """One row per pair of students' answers alike (:class:`~labutils.instructor.similarity.Pair`)."""
+    lines = [SIMILARITY_COLUMNS]
+    for pair in pairs:
+        first, second = pair.first, pair.second
+        lines.append(
+            (_safe(first.student), _safe(second.student), pair.exercise, f"{pair.alike:.2f}",
+             _safe(first.submission), _safe(second.submission))
+        )  # fmt: skip
+    write_file(path, "".join(_csv_line(line) for line in lines))
 
 
 def feedback_names(files: list[Path]) -> list[Path]:

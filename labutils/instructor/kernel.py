@@ -1,4 +1,13 @@
-"""A fresh kernel for a submission, in an empty temporary folder, killed on any limit it passes."""
+"""A fresh kernel for a submission, in an empty temporary folder, killed on any limit it passes.
+
+The kernel's parent is a supervisor of its own (:mod:`~labutils.instructor.supervisor`, a child subreaper on
+Linux): every process the kernel starts, a double-forked one in a new session included, stays below it and
+is ended with the kernel. The grader checks that from outside too: every process it saw in the kernel's
+tree must be gone when the kernel is, and one that could not be ended is reported (:attr:`Kernel.left`).
+While a batch runs, the grader is itself a subreaper (:class:`Adoptions`), so a process whose supervisor was
+killed from inside is adopted by the grader and ended there. What the kernel can see and import is
+:mod:`~labutils.instructor.sandbox`'s.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from labutils.instructor import supervisor
+from labutils.instructor.sandbox import View, boot_code
 
 
 @dataclass(frozen=True)
@@ -43,42 +55,59 @@ class Run:
 
 _LIVE: set[Kernel] = set()  # every running kernel, so that an interrupt can kill them all
 _LIVE_LOCK = threading.Lock()
+_SUPERVISOR = Path(supervisor.__file__).read_text(encoding="utf-8")  # read once, as the grader started
+_SUPERVISORS: set[int] = set()  # the pids of every supervisor this process started: its own children
+_LAUNCH = threading.Lock()  # held from a supervisor's start until its pid is known: no sweep in between
+END_WAIT = supervisor.END_WITHIN + 5.0  # seconds the grader waits for a supervisor to end its kernel
 
 
-def _own_python_specs():
+def _own_python_specs(argv: list[str]):
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
     class OwnPython(KernelSpecManager):
-        """Always this Python (the project's environment), whatever kernels the machine has registered."""
+        """Always this Python (the project's environment), whatever kernels the machine has registered, or
+        the submission's notebook names."""
 
         def get_kernel_spec(self, kernel_name):
-            argv = [
-                sys.executable,
-                "-m",
-                "ipykernel_launcher",
-                "-f",
-                "{connection_file}",
-                "--HistoryManager.hist_file=:memory:",
-            ]  # kernels running side by side share no history file
             return KernelSpec(argv=argv, display_name="labutils grader", language="python", resource_dir="")
 
     return OwnPython()
 
 
 class Kernel:
-    """A fresh python3 kernel in an empty temporary folder, killed on any limit; a context manager."""
+    """A fresh python3 kernel in an empty temporary folder, below a supervisor of its own, killed on any
+    limit; a context manager. ``view``: the sandbox and the private copy of the package it imports;
+    ``submission``: the notebook, the one submission the sandbox shows it (read-only)."""
 
-    def __init__(self, limits: Limits):
-        self.limits = limits
+    def __init__(self, limits: Limits, view: View | None = None, package: Path | None = None,
+                 submission: Path | None = None):  # fmt: skip
+        self.limits, self.view, self.package, self.submission = limits, view, package, submission
         self.folder = Path(tempfile.mkdtemp(prefix="labutils-grade-"))
         self.work = self.folder / "work"  # the kernel's working folder; its log stays out of reach
         self.work.mkdir()
         self.io = self.folder / "io"  # the grader's jobs and the data that comes back
         self.io.mkdir(mode=0o700)
+        self.conn = self.folder / "conn"  # the connection file, the kernel's sockets and its start
+        self.conn.mkdir(mode=0o700)
         self.output_bytes = 0
         self.reason: str | None = None  # set by the watcher when it kills the kernel
+        self.left: list[str] = []  # processes of the kernel that could not be ended
+        self._seen: dict[int, object] = {}  # pid -> psutil.Process: every process seen below the supervisor
         self._done = threading.Event()
+        self._lifeline: int | None = None  # the pipe whose end tells the supervisor to end everything
         self.manager = self.client = self.process = None
+
+    def _argv(self) -> list[str]:
+        (self.folder / "supervisor.py").write_text(_SUPERVISOR, encoding="utf-8")
+        (self.conn / "boot.py").write_text(boot_code(), encoding="utf-8")
+        kernel = [sys.executable, str(self.conn / "boot.py"), "-f", "{connection_file}"]
+        kernel += [
+            "--HistoryManager.hist_file=:memory:"
+        ]  # kernels running side by side share no history file
+        if self.view is not None and self.package is not None:
+            readable = [self.submission] if self.submission is not None else []
+            kernel = self.view.command(kernel, self.package, [self.work, self.io, self.conn], readable)
+        return [sys.executable, "-I", "-S", str(self.folder / "supervisor.py"), "--", *kernel]
 
     def __enter__(self) -> Kernel:
         from jupyter_client import KernelManager
@@ -86,18 +115,30 @@ class Kernel:
         with _LIVE_LOCK:
             _LIVE.add(self)
         try:
+            sandboxed = self.view is not None and self.view.mode == "bwrap"
             self.manager = KernelManager(
-                kernel_name="labutils-grader", kernel_spec_manager=_own_python_specs()
+                kernel_name="labutils-grader",
+                kernel_spec_manager=_own_python_specs(self._argv()),
+                transport="ipc" if sandboxed else "tcp",  # the sandbox has a network of its own
             )
+            self.manager.connection_file = str(self.conn / "kernel.json")
             self._log = open(self.folder / "kernel.log", "wb")  # noqa: SIM115 (closed in __exit__)
             env = dict(os.environ)
             if self.limits.threads:  # read by torch, NumPy's BLAS and OpenMP when the kernel starts
                 for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                     env[name] = str(self.limits.threads)
-            self.manager.start_kernel(
-                cwd=str(self.work), stdout=subprocess.DEVNULL, stderr=self._log, env=env
-            )
-            self.process = self.manager.provisioner.process
+            if self.view is not None and self.package is not None:
+                env = self.view.environment(env, self.package)
+            read, self._lifeline = os.pipe()
+            try:
+                with _LAUNCH:
+                    self.manager.start_kernel(
+                        cwd=str(self.work), stdin=read, stdout=subprocess.DEVNULL, stderr=self._log, env=env
+                    )
+                    self.process = self.manager.provisioner.process
+                    _SUPERVISORS.add(self.process.pid)
+            finally:
+                os.close(read)
             self.client = self.manager.client()
             self.client.start_channels()
             self.client.wait_for_ready(timeout=self.limits.startup)
@@ -108,15 +149,19 @@ class Kernel:
         return self
 
     def _processes(self):
+        """The processes below the supervisor (the kernel's), each remembered for the check at the end."""
         import psutil
 
         try:
-            kernel = psutil.Process(self.process.pid)
-            return [kernel, *kernel.children(recursive=True)]
+            found = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.Error:
-            return []
+            found = []
+        for process in found:
+            self._seen.setdefault(process.pid, process)
+        return found
 
     def kill(self, reason: str | None = None) -> None:
+        """Kill every process below the supervisor; the supervisor then ends what is left, and exits."""
         import psutil
 
         if reason and self.reason is None:
@@ -139,9 +184,13 @@ class Kernel:
                 except psutil.Error:
                     pass
             if rss > limit:
-                return self.kill(f"used more than {self.limits.memory_mb:g} MB of memory")
+                self.kill(f"used more than {self.limits.memory_mb:g} MB of memory")
+                break
             if self._log_size() > self.limits.output_mb * 1e6:
-                return self.kill(f"printed more than {self.limits.output_mb:g} MB")
+                self.kill(f"printed more than {self.limits.output_mb:g} MB")
+                break
+        while not self._done.wait(0.05):
+            self._processes()  # until the end: whatever appears below the supervisor is remembered
 
     def _log_size(self) -> int:
         try:
@@ -155,6 +204,8 @@ class Kernel:
             return None
         if self.reason:
             return self.reason
+        if status > 128 and self.view is not None and self.view.mode == "bwrap":
+            status = 128 - status  # bwrap exits with 128 + the signal that ended the kernel
         if status < 0:
             try:
                 return f"crashed the kernel ({signal.Signals(-status).name})"
@@ -193,22 +244,42 @@ class Kernel:
             elif kind == "status" and content.get("execution_state") == "idle":
                 return result
 
-    def __exit__(self, *exc) -> None:
-        self._done.set()
+    def end(self) -> list[str]:
+        """End the kernel and everything below its supervisor; what could not be ended, as ``pid (name)``."""
+
+        if self._lifeline is not None:
+            os.close(self._lifeline)  # the supervisor reads the end of the pipe: it ends every descendant
+            self._lifeline = None
         if self.process is not None:
-            self.kill()
-        for close in (
-            lambda: self.client.stop_channels(),
-            lambda: self.manager.shutdown_kernel(now=True),
-            lambda: self._log.close(),
-        ):
+            self._processes()
             try:
-                close()
-            except Exception:
-                pass
-        shutil.rmtree(self.folder, ignore_errors=True)
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+                self.process.wait(END_WAIT)
+            except subprocess.TimeoutExpired:  # stopped, or too busy: end it from here
+                self.kill()
+                try:
+                    self.process.kill()
+                    self.process.wait(5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+        self._done.set()
+        return _end(list(self._seen.values()))
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.left = self.end()
+        finally:
+            for close in (
+                lambda: self.client.stop_channels(),
+                lambda: self.manager.shutdown_kernel(now=True),
+                lambda: self._log.close(),
+            ):
+                try:
+                    close()
+                except Exception:
+                    pass
+            shutil.rmtree(self.folder, ignore_errors=True)
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
 
 
 def _size(content: dict) -> int:
@@ -220,9 +291,100 @@ def _size(content: dict) -> int:
     ) + len("".join(content.get("traceback") or ()))
 
 
-def kill_all_kernels() -> None:
-    """Kill every kernel this process started (on an interrupt: no student's code outlives the grader)."""
+def _end(processes: list) -> list[str]:
+    """Kill every process of the list that is still the one seen (not a later process with its pid); the
+    ones still there after a few seconds, as ``pid (name)``."""
+    import psutil
+
+    deadline = time.monotonic() + supervisor.END_WITHIN
+    while True:
+        _reap([process.pid for process in processes])
+        alive = []
+        for process in processes:
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except psutil.Error:
+                pass
+        if not alive:
+            return []
+        if time.monotonic() > deadline:
+            names = []
+            for process in alive:
+                try:
+                    names.append(f"{process.pid} ({process.name()})")
+                except psutil.Error:
+                    names.append(str(process.pid))
+            return names
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+
+
+class Adoptions:
+    """While a batch runs, the grader is a child subreaper (Linux): a process whose supervisor was killed
+    from inside is adopted by the grader, not by init, and :meth:`sweep` ends it. A context manager."""
+
+    def __init__(self):
+        self.before: set[int] = set()
+        self.active = False
+
+    def __enter__(self) -> Adoptions:
+        import psutil
+
+        self.before = {child.pid for child in psutil.Process().children()}
+        self.active = sys.platform.startswith("linux") and supervisor._prctl(
+            supervisor.PR_SET_CHILD_SUBREAPER, 1
+        )
+        return self
+
+    def adopted(self) -> list:
+        import psutil
+
+        found = []
+        with _LAUNCH:
+            children = psutil.Process().children()
+        for child in children:
+            if child.pid not in self.before and child.pid not in _SUPERVISORS:
+                found.append(child)
+                try:
+                    found += child.children(recursive=True)
+                except psutil.Error:
+                    pass
+        return found
+
+    def sweep(self) -> list[str]:
+        """End every process the grader adopted; the ones that could not be ended, as ``pid (name)``."""
+        if not self.active:
+            return []
+        adopted = self.adopted()
+        left = _end(adopted)
+        _reap([process.pid for process in adopted])
+        return left
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            supervisor._prctl(supervisor.PR_SET_CHILD_SUBREAPER, 0)
+
+
+def _reap(pids: list[int]) -> None:
+    """Collect the exit status of those of ``pids`` the grader adopted (never of its own supervisors, whose
+    status their Popen reads)."""
+    for pid in pids:
+        if pid in _SUPERVISORS:
+            continue
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except (ChildProcessError, OSError):
+            pass  # not the grader's child
+
+
+def kill_all_kernels(reason: str = "the grader was interrupted") -> None:
+    """Kill every kernel this process started (on an interrupt, or a stopped batch)."""
     with _LIVE_LOCK:
         kernels = list(_LIVE)
     for kernel in kernels:
-        kernel.kill("the grader was interrupted")
+        kernel.kill(reason)

@@ -24,16 +24,20 @@ OPAQUE = "__labutils_opaque__"  # the key of a stand-in for an object that is no
 _MAX_ITEMS = 100_000  # list items, dict entries, characters of a string, elements of a tensor (x 100)
 
 
-def fingerprint(obj: object) -> str:
-    """What an object is, the same in the grader's process and a kernel when it is the package's own."""
+def fingerprint(obj: object, package: str = "") -> str:
+    """What an object is, the same in the grader's process and a kernel when it is the package's own.
+
+    Paths below ``package`` (the package's folder, ending with the separator) are written ``labutils/…``: the
+    grader's package and a kernel's private copy of it are the same files in two places.
+    """
     if isinstance(obj, property):
-        return "property(" + ", ".join(fingerprint(f) for f in (obj.fget, obj.fset, obj.fdel)) + ")"
+        return "property(" + ", ".join(fingerprint(f, package) for f in (obj.fget, obj.fset, obj.fdel)) + ")"
     if isinstance(obj, (staticmethod, classmethod)):
-        return f"{type(obj).__name__}({fingerprint(obj.__func__)})"
+        return f"{type(obj).__name__}({fingerprint(obj.__func__, package)})"
     if isinstance(obj, types.FunctionType):
-        return f"function {obj.__module__}.{obj.__qualname__} {_code_hash(obj.__code__)}"
+        return f"function {obj.__module__}.{obj.__qualname__} {_code_hash(obj.__code__, package)}"
     if isinstance(obj, types.ModuleType):
-        return f"module {obj.__name__} {getattr(obj, '__file__', None)}"
+        return f"module {obj.__name__} {_where(getattr(obj, '__file__', None), package)}"
     if isinstance(obj, type):
         return f"class {obj.__module__}.{obj.__qualname__} {len(obj.__mro__)}"
     if obj is None:
@@ -42,11 +46,20 @@ def fingerprint(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__} {getattr(obj, '__module__', '')}.{name}"
 
 
-def _code_hash(code: types.CodeType) -> str:
+def _where(path: object, package: str) -> object:
+    if isinstance(path, str) and package:
+        real = os.path.realpath(path)
+        if real.startswith(package):
+            return "labutils/" + real[len(package) :].replace(os.sep, "/")
+    return path
+
+
+def _code_hash(code: types.CodeType, package: str = "") -> str:
     digest = hashlib.sha256()
     for part in _code_parts(code):
         digest.update(part)
-    return f"{code.co_filename}:{digest.hexdigest()[:16]}"  # not the line: an edit above moves it
+    # The file, not the line: an edit above moves it.
+    return f"{_where(code.co_filename, package)}:{digest.hexdigest()[:16]}"
 
 
 def _code_parts(code: types.CodeType):
@@ -93,13 +106,13 @@ def lookup(dotted: str) -> tuple[bool, object]:
     return False, None
 
 
-def fingerprints(probes: list[str]) -> dict[str, str]:
+def fingerprints(probes: list[str], package: str = "") -> dict[str, str]:
     found = {}
     for dotted in probes:
         try:
             there, obj = lookup(dotted)
             if there:
-                found[dotted] = fingerprint(obj)
+                found[dotted] = fingerprint(obj, package)
         except Exception as error:  # an object that breaks on inspection is not the package's own
             found[dotted] = f"unreadable ({type(error).__name__})"
     return found
@@ -147,7 +160,7 @@ def call(job_path: str, out_path: str, namespace: dict, guard: dict) -> None:
     with open(job_path, "rb") as file:
         job = torch.load(file, weights_only=False)  # written by the grader: the cases' own objects
     os.remove(job_path)
-    out: dict = {"before": fingerprints(job["probes"]), "results": []}
+    out: dict = {"before": fingerprints(job["probes"], job["package"]), "results": []}
     answer = namespace.get(job["function"])
     out["callable"] = callable(answer)
     if callable(answer):
@@ -171,5 +184,5 @@ def call(job_path: str, out_path: str, namespace: dict, guard: dict) -> None:
     else:
         out["type"] = type(answer).__name__
         out["verdict"] = {"defined": answer is not None, "is": [], "calls": []}
-    out["after"] = fingerprints(job["probes"])
+    out["after"] = fingerprints(job["probes"], job["package"])
     torch.save(out, out_path)
