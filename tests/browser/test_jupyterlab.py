@@ -3,8 +3,10 @@
 nbval proves the kernel side of each notebook runs; this test looks at what JupyterLab shows. A student
 notebook and notebook 06 (the solution) are run with Run → Run All Cells; every cell must run, with no
 error (or other stderr) output, and every image must load. In 06: the static heatmaps are images, the
-attention explorer renders, typing an expression and pressing Enter updates its series and heatmap, and
-choosing a head redraws the heatmap. Screenshots of the explorer go to ``build/browser-screenshots/``.
+attention explorer renders, typing an expression and pressing Enter updates its series and heatmap,
+choosing a head redraws the heatmap, and each view (matrix, lines, model, steps) draws its picture: a token
+chosen in the line view, a map of the model view opened in the line view, play stepping through the
+decoding. Screenshots of the explorer, one per view, go to ``build/browser-screenshots/``.
 
 ``make test-browser`` runs it (see the README); conftest.py holds the machinery.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Notebook, log
+from conftest import EXACTLY, ROOT, Notebook, log
 
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -27,7 +29,8 @@ except ImportError:  # the browser fixture fails with what to install
 EXPLORER_NOTEBOOK = "solutions/06_translation.ipynb"
 STUDENT_NOTEBOOK = "notebooks/01_tokenization.ipynb"
 NEW_EXPRESSION = "sin(a*x)+cos(b*x)"  # in the family the model knows; its series differs from the lecture's
-HEATMAP_CALLS = ("plot_attention(", "plot_attention_grid(")  # cells whose output is a static heatmap
+# cells whose output is a static picture of attention: heatmaps, the line view, a step of decoding
+HEATMAP_CALLS = ("plot_attention(", "plot_attention_grid(", "plot_attention_lines(", "plot_decoding_step(")
 
 
 def notebook_path(variable: str, default: str) -> Path:
@@ -277,3 +280,98 @@ def test_head_selector_changes_heatmap(explorer, screenshots):
         explorer.page.wait_for_timeout(500)
     explorer.wait(f"waiting for the explorer to settle on {choice}")
     explorer.screenshot(screenshots / "explorer-3-head.png")
+
+
+# ------------------------------------------------------------------------------------------ the views
+
+# The view buttons' labels, the file each view's screenshot goes to, and a control only that view shows.
+VIEWS = (
+    ("lines", "lines", ".labutils-token select"),
+    ("model view", "model", ".labutils-open-buttons button"),
+    ("steps", "steps", ".labutils-step"),
+    ("matrix", "matrix", None),
+)
+
+
+def choose_view(explorer: Explorer, label: str) -> None:
+    explorer.root.locator(".labutils-view button", has_text=EXACTLY(label)).click()
+
+
+def wait_for_a_new_picture(explorer: Explorer, before: str | None, doing: str, cap: float = 120) -> dict:
+    """Until the explorer shows another picture than ``before`` (its hash), and has settled."""
+    end = time.monotonic() + cap
+    while explorer.image_hash() == before:
+        explorer.deadline.check(doing)
+        assert time.monotonic() < end, f"{doing}: the picture did not change in {cap:.0f} s"
+        explorer.page.wait_for_timeout(500)
+    return explorer.wait(doing)
+
+
+def active_view(explorer: Explorer) -> str:
+    return explorer.root.locator(".labutils-view button.mod-active").inner_text().strip()
+
+
+def test_each_view_renders_and_is_looked_at(explorer, screenshots):
+    """Every view of the explorer, chosen as a student chooses it, draws its picture; a screenshot of each."""
+    explorer.wait("waiting for the explorer before choosing a view")
+    for label, name, own_control in VIEWS:
+        before = explorer.image_hash()
+        choose_view(explorer, label)
+        state = wait_for_a_new_picture(explorer, before, f"waiting for the {label} view")
+        assert active_view(explorer) == label
+        assert state["image"]["width"] > 300 and state["image"]["height"] > 200, (label, state["image"])
+        if own_control is not None:
+            assert explorer.root.locator(own_control).first.is_visible(), (
+                f"the {label} view lacks {own_control}"
+            )
+        explorer.screenshot(screenshots / f"explorer-view-{name}.png")
+
+
+def test_the_line_view_draws_the_lines_of_the_token_chosen(explorer, screenshots):
+    choose_view(explorer, "lines")
+    explorer.wait("waiting for the line view")
+    before = explorer.image_hash()
+    token = explorer.root.locator(".labutils-token select")
+    options = [text.replace("\xa0", " ") for text in token.locator("option").all_inner_texts()]
+    assert options[0] == "all tokens" and len(options) > 5, options  # ipywidgets writes no-break spaces
+    token.select_option(index=4)
+    wait_for_a_new_picture(explorer, before, f"waiting for the lines of {options[4]}")
+    explorer.screenshot(screenshots / "explorer-view-lines-token.png")
+    token.select_option(index=0)
+    explorer.wait("waiting for every token's lines again")
+
+
+def test_a_map_of_the_model_view_opens_in_the_line_view(explorer, screenshots):
+    choose_view(explorer, "model view")
+    explorer.wait("waiting for the model view")
+    before = explorer.image_hash()
+    explorer.root.locator(".labutils-open-in button", has_text=EXACTLY("open in lines")).click()
+    explorer.root.locator(".labutils-open-buttons button", has_text=EXACTLY("L2 H3")).click()
+    wait_for_a_new_picture(explorer, before, "waiting for layer 2, head 3 in the line view")
+    assert active_view(explorer) == "lines"
+    selected = "(select) => select.options[select.selectedIndex].text.replace(/\\u00a0/g, ' ')"
+    assert explorer.root.locator(".labutils-layer select").evaluate(selected) == "layer 2"
+    assert explorer.root.locator(".labutils-head select").evaluate(selected) == "head 3"
+    explorer.screenshot(screenshots / "explorer-view-model-opened.png")
+
+
+def test_play_steps_through_the_decoding(explorer, screenshots):
+    choose_view(explorer, "steps")
+    explorer.wait("waiting for the steps view")
+    readout = explorer.root.locator(".labutils-step .widget-readout")
+    first, before = readout.inner_text().strip(), explorer.image_hash()
+    play = explorer.root.locator(".labutils-play button").first  # play, and pause while playing
+    play.click()
+    end = time.monotonic() + 90
+    while int(readout.inner_text().strip()) < int(first) + 2:
+        explorer.deadline.check("waiting for the steps to play")
+        assert time.monotonic() < end, f"play did not move the step from {first} in 90 s"
+        explorer.page.wait_for_timeout(500)
+    play.click()  # pause (stop would go back to the first step)
+    wait_for_a_new_picture(explorer, before, "waiting for a later step's picture")
+    reached = readout.inner_text().strip()
+    assert int(reached) >= int(first) + 2, (first, reached)
+    log(f"explorer: played from step {first} to {reached}")
+    explorer.screenshot(screenshots / "explorer-view-steps-played.png")
+    choose_view(explorer, "matrix")
+    explorer.wait("waiting for the matrix view again")
