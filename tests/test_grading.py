@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from demo_notebook import (
     NAME,
@@ -424,12 +425,24 @@ def test_a_killed_batch_resumes_without_losing_or_repeating_a_grade(sources, tmp
             time.sleep(0.2)
         os.kill(grader.pid, signal.SIGKILL)
         grader.wait()
+        deadline = time.monotonic() + 30  # its supervisor sees the grader's pipe end, and ends it
+        while psutil.pid_exists(number := int(pid.read_text().split(" ", 1)[0])):
+            try:
+                if psutil.Process(number).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            assert time.monotonic() < deadline, "bob's kernel outlived the grader killed with -9"
+            time.sleep(0.2)
     finally:
         if grader.poll() is None:
             grader.kill()
-        if pid.exists():  # the kernel this test left orphaned, and its temporary folder
+        if pid.exists():  # the kernel's temporary folder (and the kernel, if this test failed)
             number, folder = pid.read_text().split(" ", 1)
-            os.kill(int(number), signal.SIGKILL)
+            try:
+                os.kill(int(number), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             if Path(folder).parent.name.startswith("labutils-grade-"):
                 shutil.rmtree(Path(folder).parent, ignore_errors=True)
     hold.unlink()
@@ -620,8 +633,6 @@ def test_the_sandbox_falls_back_with_one_line_or_is_a_usage_error(sources, tmp_p
 
 
 def test_a_process_that_cannot_be_ended_is_named(monkeypatch):
-    import psutil
-
     from labutils.instructor import kernel, supervisor
 
     sleeper = subprocess.Popen(["sleep", "30"])

@@ -373,6 +373,8 @@ class Adoptions:
 def _reap(pids: list[int]) -> None:
     """Collect the exit status of those of ``pids`` the grader adopted (never of its own supervisors, whose
     status their Popen reads)."""
+    if os.name != "posix":
+        return
     for pid in pids:
         if pid in _SUPERVISORS:
             continue

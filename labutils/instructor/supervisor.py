@@ -12,8 +12,9 @@ with SIGKILL, round after round until none is left, reaps them, and exits:
 * 0 when it was told to stop and every descendant was ended;
 * 3 when some could not be ended within a few seconds (their ids on standard error).
 
-Elsewhere (macOS) there is no subreaper: the supervisor still ends the kernel's process group and the
-descendants it can see, but a process that detached itself before that is not found.
+Elsewhere there is no subreaper and no ``/proc``: the supervisor ends the kernel's process group (macOS) or
+the kernel (Windows), and the grader the processes it saw below the kernel, but a process that detached
+itself between two of the grader's looks (every 50 ms) is not found.
 
 The grader also checks from outside that no process it saw in the kernel's tree is left; this program is
 only the first line. Standard library only: it runs before, and apart from, anything of the package.
@@ -22,13 +23,14 @@ only the first line. Standard library only: it runs before, and apart from, anyt
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+POSIX = os.name == "posix"
 LEFT_OVER = 3  # exit status: some descendant could not be ended
 END_WITHIN = 5.0  # seconds of killing rounds before giving up
 
@@ -77,8 +79,9 @@ def descendants(root: int) -> list[tuple[int, str]]:
 
 
 def _reap() -> list[tuple[int, int]]:
+    """(pid, wait status) of every child that ended: the kernel, and the processes adopted."""
     reaped = []
-    while True:
+    while POSIX:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -86,15 +89,18 @@ def _reap() -> list[tuple[int, int]]:
         if pid == 0:
             return reaped
         reaped.append((pid, status))
+    return reaped
 
 
-def end_all(group: int | None = None) -> list[int]:
+def end_all(kernel: subprocess.Popen) -> list[int]:
     """Kill every descendant, round after round, and reap them; the pids still alive after END_WITHIN s."""
-    if group is not None:
-        try:
-            os.killpg(group, signal.SIGKILL)  # without /proc: the kernel's process group at least
-        except OSError:
-            pass
+    try:
+        if POSIX:
+            os.killpg(kernel.pid, signal.SIGKILL)  # the kernel's process group: all there is without /proc
+        else:
+            kernel.kill()
+    except OSError:
+        pass
     deadline = time.monotonic() + END_WITHIN
     while True:
         _reap()
@@ -111,47 +117,49 @@ def end_all(group: int | None = None) -> list[int]:
         time.sleep(0.01)
 
 
+def _until_end_of_input(stop: threading.Event) -> None:
+    """The grader holds the only other end of this process's standard input: its end (the grader closed it,
+    or the grader is gone) means stop."""
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    stop.set()
+
+
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         print("usage: supervisor.py -- KERNEL COMMAND...", file=sys.stderr)
         return 2
     command = argv[argv.index("--") + 1 :]
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    stop = []
+    if sys.platform.startswith("linux"):
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    stop = threading.Event()
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        signal.signal(getattr(signal, name), lambda number, frame: stop.append(number))
-    # The kernel leads a process group of its own: without /proc, ending that group is what can be done.
-    kernel = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=os.setpgrp)
-    watching = True  # the grader's pipe on standard input: its end (EOF) means stop
-    status = None
-    while not stop:
-        try:
-            ready, _, _ = select.select([0] if watching else [], [], [], 0.05)
-        except (OSError, ValueError):
-            ready, watching = [], False
-        if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                break
-        for pid, code in _reap():
-            if pid == kernel.pid:
-                status = code
-        if status is not None:
-            break
-    left = end_all(kernel.pid)
-    if status is None:
-        for pid, code in _reap():
-            if pid == kernel.pid:
-                status = code
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda number, frame: stop.set())
+    # On POSIX the kernel leads a process group of its own: without /proc, that group is what can be ended.
+    options = {"preexec_fn": os.setpgrp} if POSIX else {}
+    kernel = subprocess.Popen(command, stdin=subprocess.DEVNULL, **options)
+    threading.Thread(target=_until_end_of_input, args=(stop,), daemon=True).start()
+    status = None  # the kernel's wait status (POSIX) or exit code
+    while status is None and not stop.wait(0.05):
+        if POSIX:
+            status = next((code for pid, code in _reap() if pid == kernel.pid), None)
+        else:
+            status = kernel.poll()
+    left = end_all(kernel)
+    if status is None and POSIX:
+        status = next((code for pid, code in _reap() if pid == kernel.pid), None)
     if left:
         print(f"labutils supervisor: could not end {' '.join(map(str, left))}", file=sys.stderr, flush=True)
         return LEFT_OVER
-    if stop or status is None:
-        return 0
-    if os.WIFSIGNALED(status):
+    if stop.is_set() or status is None:
+        return 0  # told to stop: everything is ended
+    if not POSIX:
+        return status
+    if os.WIFSIGNALED(status):  # the kernel was killed: so is this process, by the same signal
         number = os.WTERMSIG(status)
         try:
             import resource
