@@ -16,6 +16,7 @@ import tokenize
 from pathlib import Path
 from textwrap import dedent
 
+import gpt_mistakes
 import nbformat
 import pytest
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 import labutils
 import labutils.plotting.heatmaps
 from labutils import checks
+from labutils.gpt import SEP_IDX, SEQUENCE_VOCAB
 from labutils.instructor import release
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, code
 
@@ -54,6 +56,7 @@ def namespace() -> dict:
     return dict(
         math=math, re=re, torch=torch, F=F, labutils=labutils, checks=checks, PAD_IDX=PAD_IDX,
         SOS_IDX=SOS_IDX, EOS_IDX=EOS_IDX, SOURCE_VOCAB=SOURCE_VOCAB, TARGET_VOCAB=TARGET_VOCAB, code=code,
+        tokenize=labutils.tokenize, SEQUENCE_VOCAB=SEQUENCE_VOCAB, SEP_IDX=SEP_IDX,
     )  # fmt: skip
 
 
@@ -173,6 +176,7 @@ CHEATS = {
         "def greedy_translate(model, source, max_len=100):\n"
         "    return labutils.translate(model, [source], max_len=max_len)[0]"
     ),
+    **gpt_mistakes.CHEATS,  # notebook 07's
 }
 
 
@@ -1659,6 +1663,8 @@ MISTAKES["06_translation.series_log_probability"] += [
         "add log-probabilities (log_softmax), not probabilities",
     ),
 ]
+
+MISTAKES.update(gpt_mistakes.MISTAKES)  # notebook 07's
 
 
 def test_every_exercise_has_a_mistake_test():

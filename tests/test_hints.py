@@ -31,6 +31,7 @@ MODULES = [
     "transformer",
     "training",
     "translation",
+    "gpt",
 ]
 
 

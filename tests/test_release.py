@@ -235,10 +235,10 @@ def test_the_repository_notebooks_are_in_sync():
 # ------------------------------------------------------------------------------- the course's notebooks
 
 
-def test_there_are_six_solution_notebooks():
+def test_there_are_seven_solution_notebooks():
     assert [path.stem for path in SOLUTIONS] == [
         "01_tokenization", "02_coding_and_padding", "03_embedding", "04_attention", "05_transformer",
-        "06_translation",
+        "06_translation", "07_gpt",
     ]  # fmt: skip
 
 

@@ -6,7 +6,7 @@ A check cell calls one function of this package with the function its answer cel
 
 The package is a small core (:mod:`~labutils.checks.core`: exercises, cases, running and publishing;
 :mod:`~labutils.checks.compare`: comparisons and hints; :mod:`~labutils.checks.guard`: what an answer may not
-use) and a module per notebook (:mod:`~labutils.checks.tokenization` … :mod:`~labutils.checks.translation`;
+use) and a module per notebook (:mod:`~labutils.checks.tokenization` … :mod:`~labutils.checks.gpt`;
 notebooks 04 and 05 have two each: attention and :mod:`~labutils.checks.multi_head`, the transformer's layers
 and :mod:`~labutils.checks.training`).
 Adding an exercise is one judge function and its list of typical mistakes in its notebook's module, declared
@@ -70,6 +70,7 @@ from labutils.checks.multi_head import split_heads, multi_head_attention
 from labutils.checks.transformer import encoder_layer_forward, decoder_layer_forward
 from labutils.checks.training import teacher_forcing_loss, training_step
 from labutils.checks.translation import greedy_translate, series_log_probability
+from labutils.checks.gpt import build_sequence, greedy_generate
 
 # isort: on
 
@@ -101,4 +102,6 @@ __all__ = [
     "training_step",
     "greedy_translate",
     "series_log_probability",
+    "build_sequence",
+    "greedy_generate",
 ]

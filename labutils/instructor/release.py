@@ -347,7 +347,8 @@ def _student_readme(wheel: str, notebooks: list[Path]) -> str:
     listing = "\n".join(f"- `{path.as_posix()}`" for path in notebooks)
     return f"""# Transformer Lab (Lab 9): student release
 
-Six notebooks that build, step by step, an encoder-decoder transformer that writes Taylor series.
+Seven notebooks that build, step by step, an encoder-decoder transformer that writes Taylor series,
+then a decoder-only one (GPT) for the same task.
 
 ## Set up (once)
 
