@@ -448,6 +448,32 @@ def test_a_submission_that_rewrites_the_grader_stops_the_batch_and_the_next_run(
         assert core.read_bytes() == original
 
 
+SCRIBBLE = (
+    "with open(%r, 'a') as file:\n"
+    "    file.write('class/b_scribbler.ipynb,04_attention,4,4,graded,,b_scribbler\\n')\n"
+)
+
+
+def test_a_submission_that_writes_into_the_grades_stops_the_batch_and_is_undone(tmp_path):
+    """Without the sandbox: the forged line is found after the submission, and written over from the records."""
+    sources = write_source(tmp_path / "solutions")
+    out = tmp_path / "out" / "grades.csv"
+    save(stubbed(), tmp_path / "class" / "a_good.ipynb")
+    save(
+        mutated(unsolved(), "attention", SCRIBBLE % str(grading.totals_path(out))),
+        tmp_path / "class" / "b_scribbler.ipynb",
+    )
+    report = grading.grade(
+        [str(tmp_path / "class")], source=sources, out=out, limits=Limits(timeout=TIMEOUT), log=print,
+        sandbox_mode="none",
+    )  # fmt: skip
+    assert report.status == 1
+    assert report.stopped.startswith(f"grading stopped: {grading.totals_path(out)} changed while ")
+    assert "b_scribbler.ipynb was graded" in report.stopped and "wrote its own files again" in report.stopped
+    totals = read_csv(grading.totals_path(out))
+    assert [(Path(row["submission"]).stem, row["points"]) for row in totals] == [("a_good", "4")]
+
+
 # ------------------------------------------------------------------------------------- the class, sandboxed
 
 LONG = {
@@ -536,9 +562,25 @@ NETWORK = (
     "        connection.sendall(b'hank')\n"
     "    return torch.ones(L, L, dtype=torch.bool).triu(1)\n"
 )
-# gina's plain cell writes where it should not: the grader's package, the grades, her own notebook.
+# ivan's answer cell leaves a process behind, in a new session, its parent gone; the answer is defined only
+# if that process is there.
+LINGER = (
+    "import os, subprocess, time\n"
+    "subprocess.run(['setsid', 'sh', '-c', 'sleep %s & exit 0'], check=True)\n"
+    "time.sleep(0.5)\n"
+    "def _command(pid):\n"
+    "    try:\n"
+    "        return open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')[:2]\n"
+    "    except OSError:\n"
+    "        return []\n"
+    "assert [b'sleep', b'%s'] in [_command(pid) for pid in os.listdir('/proc') if pid.isdigit()]\n"
+) + SOLUTIONS["causal_mask"]
+# gina's plain cell writes where it should not: the grader's package, the grades, her own notebook, the
+# Python environment.
+STRAY = "written-by-a-submission"  # what gina would leave in the environment's folder
 WRITES_EVERYWHERE = REWRITE + (
-    "for target in (%r, %r):\n"
+    "import os, sys\n"
+    f"for target in (%r, %r, os.path.join(sys.prefix, {STRAY!r})):\n"
     "    try:\n"
     "        with open(target, 'a') as file:\n"
     "            file.write('written')\n"
@@ -547,6 +589,15 @@ WRITES_EVERYWHERE = REWRITE + (
     "        print(error)\n"
     "assert not written, written\n"
 )
+
+
+def _stray_removed() -> bool:
+    """Whether gina's file was in the environment's folder (removed now)."""
+    stray = Path(sys.prefix) / STRAY
+    if stray.exists():
+        stray.unlink()
+        return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -582,6 +633,7 @@ def sandboxed(tmp_path_factory):
 
     sandbox = bwrap_problem() is None
     out = folder / "out" / "grades.csv"
+    lingering = f"{time.time() % 1000:.6f}"  # how long ivan's process sleeps: its name among the processes
     if sandbox:
         alice = folder / "class" / "alice" / f"{NAME}.ipynb"
         gina = folder / "class" / "gina" / f"{NAME}.ipynb"
@@ -589,6 +641,7 @@ def sandboxed(tmp_path_factory):
         writes = WRITES_EVERYWHERE % (str(core.parent.parent), str(out), str(gina))
         students["gina"] = mutated(stubbed(), "attention", writes)
         students["hank"] = stubbed(causal_mask=NETWORK % listener.getsockname()[1])
+        students["ivan"] = stubbed(causal_mask=LINGER % (lingering, lingering))
     for name, notebook in students.items():
         save(notebook, folder / "class" / name / f"{NAME}.ipynb")
     before = {name: (folder / "class" / name / f"{NAME}.ipynb").read_bytes() for name in students}
@@ -615,7 +668,13 @@ def sandboxed(tmp_path_factory):
         "points": points,
         "similar": read_csv(grading.similarity_path(out)),
         "heard": heard,
+        "lingering": [
+            process.info["pid"]
+            for process in psutil.process_iter(["pid", "cmdline"])
+            if process.info.get("cmdline") == ["sleep", lingering]
+        ],
         "package_unchanged": core.read_bytes() == original,
+        "environment_unchanged": not _stray_removed(),
         "notebooks_unchanged": all(
             (folder / "class" / name / f"{NAME}.ipynb").read_bytes() == data for name, data in before.items()
         ),
@@ -642,7 +701,9 @@ def test_in_the_sandbox_other_notebooks_the_grader_and_the_network_are_out_of_re
     assert sandboxed["points"]["frank"] == {**POINTS, "attention": 0}  # alice's notebook was not there
     assert sandboxed["points"]["gina"] == POINTS  # every write failed (the cell raised; graded on)
     assert sandboxed["package_unchanged"] and sandboxed["notebooks_unchanged"]
+    assert sandboxed["environment_unchanged"]
     assert sandboxed["points"]["hank"] == {**POINTS, "causal_mask": 0} and sandboxed["heard"] == []
+    assert sandboxed["points"]["ivan"] == POINTS and sandboxed["lingering"] == []  # ended with its kernel
 
 
 # A cell that leaves a process behind: double-forked, in a new session of its own, it sleeps past the end

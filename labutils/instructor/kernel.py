@@ -23,9 +23,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labutils.instructor import supervisor
-from labutils.instructor.sandbox import View, boot_code
+
+if TYPE_CHECKING:  # the command's options read Limits: nothing of the grader loads with it
+    from labutils.instructor.sandbox import View
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class Kernel:
         self.manager = self.client = self.process = None
 
     def _argv(self) -> list[str]:
+        from labutils.instructor.sandbox import boot_code
+
         (self.folder / "supervisor.py").write_text(_SUPERVISOR, encoding="utf-8")
         (self.conn / "boot.py").write_text(boot_code(), encoding="utf-8")
         kernel = [sys.executable, str(self.conn / "boot.py"), "-f", "{connection_file}"]
@@ -336,9 +341,7 @@ class Adoptions:
         import psutil
 
         self.before = {child.pid for child in psutil.Process().children()}
-        self.active = sys.platform.startswith("linux") and supervisor._prctl(
-            supervisor.PR_SET_CHILD_SUBREAPER, 1
-        )
+        self.active = supervisor.set_subreaper()
         return self
 
     def adopted(self) -> list:
@@ -367,7 +370,7 @@ class Adoptions:
 
     def __exit__(self, *exc) -> None:
         if self.active:
-            supervisor._prctl(supervisor.PR_SET_CHILD_SUBREAPER, 0)
+            supervisor.set_subreaper(False)
 
 
 def _reap(pids: list[int]) -> None:

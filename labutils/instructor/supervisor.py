@@ -35,12 +35,16 @@ LEFT_OVER = 3  # exit status: some descendant could not be ended
 END_WITHIN = 5.0  # seconds of killing rounds before giving up
 
 
-def _prctl(option: int, value: int) -> bool:
+def set_subreaper(on: bool = True) -> bool:
+    """Make this process a child subreaper (Linux: ``prctl(PR_SET_CHILD_SUBREAPER)``), or stop being one;
+    False where that cannot be done."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(option, value, 0, 0, 0) == 0
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -133,8 +137,7 @@ def main(argv: list[str]) -> int:
         print("usage: supervisor.py -- KERNEL COMMAND...", file=sys.stderr)
         return 2
     command = argv[argv.index("--") + 1 :]
-    if sys.platform.startswith("linux"):
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    set_subreaper()
     stop = threading.Event()
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         if hasattr(signal, name):
