@@ -1473,6 +1473,12 @@ MISTAKES["01_tokenization.split_tokens"] += [
         "compare your pattern with the list",
     ),
 ]
+MISTAKES["01_tokenization.split_tokens"] += [  # patterns that do not compile
+    (_tokenizer(_PATTERN.replace(r"[()*+\-/]", r"[()+-*/]")), "and +-* runs backwards (at position 63"),
+    (_tokenizer(_PATTERN.replace(r"O\(x\*\*6\)", r"O\(x**6\)")), "has nothing it may repeat"),
+    (_tokenizer(_PATTERN.replace(r"O\(x\*\*6\)", r"O(x\*\*6")), "( and ) open and close a group"),
+    (_tokenizer(_PATTERN.replace(r"[()*+\-/]", r"[()*+\-/")), "the pattern does not compile (unterminated"),
+]
 MISTAKES["02_coding_and_padding.pad_codes"] += [
     (
         "def pad_codes(codes, length, layout='package'):\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from labutils import tokens as _tokens
@@ -187,10 +188,40 @@ def _split_tokens_cases() -> dict[str, Case]:
     return {name: Case((text,)) for name, text in _TOKENIZE_CASES.items()}
 
 
+def _explain_pattern(args: tuple, error: str) -> str | None:
+    """A pattern that does not compile (``re.error``, described as ``error: …``): what its message means."""
+    if not error.startswith("error: "):
+        return None
+    message = error.removeprefix("error: ").split(" (line ")[0]
+    where = re.search(r"at position (\d+)", message)
+    at = f" (at position {where.group(1)} of the pattern)" if where else ""
+    ranged = re.match(r"bad character range (\S+)", message)
+    if ranged:
+        return (
+            f"inside [...], a minus sign between two characters makes a range, and {ranged.group(1)} runs "
+            f"backwards{at}: a minus sign meant as itself is escaped, or comes first or last in the brackets"
+        )
+    if "repeat" in message:
+        return (
+            f"* and + repeat what comes before them, and this one{at} has nothing it may repeat (not another "
+            "* or +, nor the start of an alternative): a * or + meant as itself is escaped outside [...]"
+        )
+    if "parenthesis" in message or "subpattern" in message:
+        return f"( and ) open and close a group{at}: a parenthesis meant as itself is escaped outside [...]"
+    return f"the pattern does not compile ({message}): Python's re module reads it as a regular expression"
+
+
 _SPLIT_TOKENS_REPLACES = ("labutils.tokens.tokenize", "labutils.tokens.TOKEN_PATTERN")
 
 
-@exercise("01_tokenization.split_tokens", "1.1", 2, _SPLIT_TOKENS_REPLACES, cases=_split_tokens_cases)
+@exercise(
+    "01_tokenization.split_tokens",
+    "1.1",
+    2,
+    _SPLIT_TOKENS_REPLACES,
+    cases=_split_tokens_cases,
+    explain=_explain_pattern,
+)
 def split_tokens(args: tuple, got) -> str:
     (text,) = args
     expected = _tokens.TOKEN_PATTERN.findall(text)  # the package's tokens; what matches nothing is skipped
