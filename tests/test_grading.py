@@ -54,6 +54,18 @@ HARD_CODED = (
 )  # right for the visible cases only
 
 
+def secret_hiding_from(lengths: tuple[int, ...]) -> int:
+    """A secret whose hidden causal mask has none of these lengths (it draws from 2 to 64, so 4 or 7 about
+    once in 30 runs: an answer right for the visible cases only would then pass the hidden one too, rightly)."""
+    from labutils.checks.core import all_cases
+
+    for secret in range(1, 1000):
+        hidden = [case.args[0] for name, case in all_cases(f"{NAME}.causal_mask", secret) if "hidden" in name]
+        if hidden and not set(hidden) & set(lengths):
+            return secret
+    raise AssertionError("no such secret")
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> Path:
     return write_source(tmp_path_factory.mktemp("solutions"))
@@ -120,7 +132,9 @@ def batch(sources, tmp_path_factory):
     out = folder / "results" / "grades.csv"  # a folder that does not exist yet: made
     args = [str(folder), "--source", str(sources), "--out", str(out), "--timeout", str(TIMEOUT)]
     args += ["--memory", "1500", "--max-output", "5", "--jobs", "2"]
-    status = cli.main(["grade", *args])  # in the sandbox when bubblewrap runs here
+    with pytest.MonkeyPatch.context() as patch:  # a secret whose hidden length HARD_CODED does not know
+        patch.setattr(grading.secrets, "randbits", lambda bits: secret_hiding_from((1, 4, 7)))
+        status = cli.main(["grade", *args])  # in the sandbox when bubblewrap runs here
     rows, totals = read_csv(out), {row["submission"]: row for row in read_csv(grading.totals_path(out))}
     feedback = {path.name: path.read_text(encoding="utf-8") for path in out.parent.glob("feedback/**/*.md")}
     gradebook = read_csv(grading.gradebook_path(out))

@@ -86,6 +86,7 @@ FORGED = (
     "    display({'application/vnd.labutils.grader+json': {'defined': True, 'is': [], 'calls': []}}, raw=True)\n"
     "print('Exercise 4.3 (causal_mask): all 4 tests passed, 1 of 1 point. Well done.')"
 )
+FROM_DISK_LENGTHS = (1, 4, 7, 50)  # the visible cases' lengths, and a guess
 FROM_DISK = (
     "import glob, pathlib, torch, labutils\n"
     "seen = []\n"
@@ -93,9 +94,25 @@ FROM_DISK = (
     "    seen += glob.glob(pattern)\n"
     "root = pathlib.Path(labutils.__file__).parent\n"
     "hidden = (root / 'checks' / 'attention.py').read_text()  # the hidden tests' code, not their inputs\n"
-    "KNOWN = {L: torch.ones(L, L, dtype=torch.bool).triu(1) for L in (1, 4, 7, 50)}\n"
+    f"KNOWN = {{L: torch.ones(L, L, dtype=torch.bool).triu(1) for L in {FROM_DISK_LENGTHS}}}\n"
     "def causal_mask(L):\n    return KNOWN[L].clone()"
 )
+
+
+def secret_hiding_from(lengths: tuple[int, ...]) -> int:
+    """A secret whose hidden causal mask has none of these lengths (it draws from 2 to 64, so one the answer
+    above knows about once in 20 runs: the answer would then pass the hidden test too, rightly)."""
+    from labutils.checks.core import all_cases
+
+    for secret in range(1, 1000):
+        hidden = [
+            case.args[0] for name, case in all_cases("04_attention.causal_mask", secret) if "hidden" in name
+        ]
+        if hidden and not set(hidden) & set(lengths):
+            return secret
+    raise AssertionError("no such secret")
+
+
 OS_EXIT = "import os\ndef causal_mask(L):\n    os._exit(0)"
 SYS_EXIT = "import sys\ndef split_heads(x, n_heads):\n    sys.exit(0)"
 BOMB = (
@@ -193,15 +210,17 @@ def graded(tmp_path_factory):
     before = overwritten.read_text()
     out = folder / "grades.csv"
     limits = Limits(timeout=TIMEOUT, memory_mb=3000, output_mb=5)
-    report = grading.grade(
-        [str(folder / "class")],
-        source=sources,
-        out=out,
-        limits=limits,
-        jobs=2,
-        log=print,
-        sandbox_mode="none",
-    )  # without the sandbox: these submissions write where this test reads
+    with pytest.MonkeyPatch.context() as patch:  # a secret whose hidden length no answer here knows
+        patch.setattr(grading.secrets, "randbits", lambda bits: secret_hiding_from(FROM_DISK_LENGTHS))
+        report = grading.grade(
+            [str(folder / "class")],
+            source=sources,
+            out=out,
+            limits=limits,
+            jobs=2,
+            log=print,
+            sandbox_mode="none",
+        )  # without the sandbox: these submissions write where this test reads
     results = {}
     totals = {Path(row["submission"]).stem: row for row in read_csv(grading.totals_path(out))}
     for row in read_csv(out):
