@@ -670,6 +670,10 @@ def test_every_view_renders_every_kind_of_either_model(model):
         assert all("→" not in q for q in queries[:n_source])  # the source's rows predict nothing scored
         assert queries[n_source] == f"{n_source}:<sep> → 1" and queries[-1].endswith("→ <eos>")
         assert "series → source" in plot_attention(attn, kind="cross", layer=0, head=0).axes[0].get_title()
+        assert any(t.get_text() == "key\n(sequence token)" for t in ax.texts)  # not the target's
+        heatmap = plot_attention(attn, kind="decoder", layer=0, head=0).axes[0]
+        assert heatmap.get_xlabel().startswith("key (sequence token")
+        assert "query (sequence token" in plotting.plot_model_view(attn, kind="decoder").get_supylabel()
 
 
 # ------------------------------------------------------------------------------------- a decoding step

@@ -86,14 +86,14 @@ def plot_attention(
     save_path = canvas.check_save(save)
     kind = maps.check_kind(kind)
     if isinstance(weights, Mapping):
-        name = maps.title_of(kind, weights)
+        name, sides = maps.title_of(kind, weights), maps.sides_of(kind, weights)
         layers, query_tokens, key_tokens, predicted_tokens = maps.from_dict(
             weights, kind, query_tokens, key_tokens, predicted_tokens
         )
         layer = canvas.check_index(layer, len(layers), "layer", f"the {kind} attention has")
         weights = layers[layer]
     else:
-        name = KINDS[kind][0]
+        name, sides = KINDS[kind][0], None
     heads, has_heads = maps.heads(weights)
     if has_heads:
         if head is None:
@@ -115,7 +115,9 @@ def plot_attention(
     fig, ax, (width, height) = canvas.figure_for(ax, _single_size(*drawn))
     codes = np.where((codes == 0) & np.isnan(w), MASKED, codes)
     top = (np.nanmax(np.where(codes == 0, w, np.nan), initial=0.0) or 1.0) if vmax is None else vmax
-    image = _heatmap(ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind, landscape=landscape)
+    image = _heatmap(
+        ax, w, codes, cmap, top, q_labels, k_labels, (width, height), kind, landscape=landscape, sides=sides
+    )
     bar_aspect = float(np.clip(height / 0.2, 10, 60))  # a bar about 0.2 in wide, whatever the map's height
     fig.colorbar(
         image,
@@ -170,7 +172,8 @@ def plot_attention_grid(
     rows, query_tokens, key_tokens, predicted_tokens = maps.layers_for_grid(
         weights, kind, layers, query_tokens, key_tokens, predicted_tokens
     )
-    name = maps.title_of(kind, weights if isinstance(weights, Mapping) else None)
+    attn = weights if isinstance(weights, Mapping) else None
+    name, sides = maps.title_of(kind, attn), maps.sides_of(kind, attn)
     n_heads = rows[0][1].shape[0]
     heads = (
         list(range(n_heads))
@@ -228,7 +231,7 @@ def plot_attention_grid(
     for (layer, head, w), c, a, (left, bottom), size in zip(
         panels, all_codes, used, outer, sizes, strict=True
     ):
-        image = _heatmap(a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom, landscape)
+        image = _heatmap(a, w, c, cmap, top, q_labels, k_labels, size, kind, left, bottom, landscape, sides)
         a.set_title(
             ("" if layer is None else f"layer {layer + 1}, ") + f"head {head + 1}", fontsize=canvas.pt(9)
         )
@@ -342,10 +345,11 @@ def _tick_style(n: int, length_in: float) -> tuple[float, int]:
     return size, max(1, math.ceil(1.3 * size / cell_pt))
 
 
-def _axis_names(kind, q_labels, k_labels, size_in, landscape=False) -> list[str]:
+def _axis_names(kind, q_labels, k_labels, size_in, landscape=False, sides=None) -> list[str]:
     """The y and x axis names of a map, e.g. ``query (target token)``, saying when labels are thinned."""
     names = []
-    sides = [("query", KINDS[kind][1], q_labels), ("key", KINDS[kind][2], k_labels)]
+    query_side, key_side = sides or maps.sides_of(kind)
+    sides = [("query", query_side, q_labels), ("key", key_side, k_labels)]
     for (role, side, labels), length in zip(sides[::-1] if landscape else sides, size_in[::-1], strict=True):
         notes = [f"{side} token"] if side else []
         if role == "query" and any(ARROW in label for label in labels):
@@ -383,10 +387,22 @@ def _axis_labels(ax, q_labels, k_labels, size_in, ylabel=None, xlabel=None, show
 
 
 def _heatmap(
-    ax, w, codes, cmap, vmax, q_labels, k_labels, size_in, kind, show_y=True, show_x=True, landscape=False
+    ax,
+    w,
+    codes,
+    cmap,
+    vmax,
+    q_labels,
+    k_labels,
+    size_in,
+    kind,
+    show_y=True,
+    show_x=True,
+    landscape=False,
+    sides=None,
 ):
     image = draw_cells(ax, w, codes, cmap, vmax, landscape)
-    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in, landscape)
+    ylabel, xlabel = _axis_names(kind, q_labels, k_labels, size_in, landscape, sides)
     y_labels, x_labels = (k_labels, q_labels) if landscape else (q_labels, k_labels)
     _axis_labels(ax, y_labels, x_labels, size_in, ylabel, xlabel, show_y, show_x)
     return image

@@ -76,9 +76,9 @@ def plot_attention_lines(
     """
     save_path = canvas.check_save(save)
     kind = maps.check_kind(kind)
-    name = KINDS[kind][0]
+    name, sides = KINDS[kind][0], maps.sides_of(kind)
     if isinstance(weights, Mapping):
-        name = maps.title_of(kind, weights)
+        name, sides = maps.title_of(kind, weights), maps.sides_of(kind, weights)
         layers, query_tokens, key_tokens, predicted_tokens = maps.from_dict(
             weights, kind, query_tokens, key_tokens, predicted_tokens
         )
@@ -114,7 +114,7 @@ def plot_attention_lines(
         highlight=(highlight_query, highlight_key),
         min_weight=min_weight,
     )
-    _name_sides(ax, kind, q_labels, landscape)
+    _name_sides(ax, sides, q_labels, landscape)
     if len(drawn) > 1:
         handles = [Line2D([], [], color=colour, lw=3, label=label) for label, colour, _ in drawn]
         ax.legend(
@@ -272,9 +272,9 @@ def _label_room(labels, size, landscape) -> float:
     return (max((len(s) for s in labels), default=1) * font * 0.62 + 8) / 72 / size[1]
 
 
-def _name_sides(ax, kind, q_labels, landscape) -> None:
+def _name_sides(ax, sides, q_labels, landscape) -> None:
     """Say which side is which: beside each row (landscape), or under each column."""
-    _, query_side, key_side = KINDS[kind]
+    query_side, key_side = sides
     query = f"query\n({query_side} token)" if query_side else "query"
     if any(maps.ARROW in label for label in q_labels):
         query = f"query\n({query_side} token read\n{maps.ARROW.strip()} token predicted)"

@@ -58,6 +58,14 @@ def title_of(kind, attn: Mapping | None = None, decoder_only: bool | None = None
     return KINDS[kind][0]
 
 
+def sides_of(kind, attn: Mapping | None = None) -> tuple[str | None, str | None]:
+    """What the queries and the keys of a map are tokens of: ``source``, ``target``, or a decoder-only
+    model's whole ``sequence`` (its self-attention, told by the dict's ``sequence_tokens``)."""
+    if kind == "decoder" and attn is not None and "sequence_tokens" in attn:
+        return "sequence", "sequence"
+    return KINDS[kind][1], KINDS[kind][2]
+
+
 def kinds_in(attn: Mapping) -> list[str]:
     """The kinds of map an attention dict holds, in the order of the lesson (a decoder-only model: no encoder)."""
     return [kind for kind in ATTENTION_KINDS if kind in attn]

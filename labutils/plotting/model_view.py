@@ -101,7 +101,7 @@ def plot_model_view(
                 for spine in ax.spines.values():
                     spine.set(color=SELECTED_COLOUR, linewidth=3.5)
     figure.colorbar(image, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
-    _, query_side, key_side = maps.KINDS[kind]
+    query_side, key_side = maps.sides_of(kind, weights if isinstance(weights, Mapping) else None)
     query = f"query ({query_side} token)" if query_side else "query"
     key = f"key ({key_side} token)" if key_side else "key"
     x_name, y_name = (query, key) if landscape else (key, query)
