@@ -262,7 +262,8 @@ class DecoderOnlyTransformer(nn.Module):
         if cache is not None and tgt_pad_mask is not None:
             raise ValueError("decode with a cache takes no tgt_pad_mask: decode a padded target without one")
         codes = self.from_target[tgt]  # (B, Lt)
-        pad_mask = tgt == PAD_IDX if tgt_pad_mask is None else tgt_pad_mask
+        # What the model wrote is read as written (a <pad> it wrote too); only a batch's own padding is masked.
+        pad_mask = torch.zeros_like(tgt, dtype=torch.bool) if tgt_pad_mask is None else tgt_pad_mask
         if read_prompt:
             codes = torch.cat([memory, codes], dim=1)  # (B, Lp + Lt)
             pad_mask = torch.cat([memory == PAD_IDX, pad_mask], dim=1)

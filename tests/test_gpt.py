@@ -130,12 +130,19 @@ def test_the_source_part_sees_only_itself():
     assert attn["sequence_tokens"] == attn["source_tokens"] + attn["target_tokens"]
     assert attn["source_tokens"][0] == "<sos>" and attn["target_tokens"][0] == SEP
     assert "encoder" not in attn
+    # the maps are those of the pass that decodes: its cross rows are decode's, for the same tokens
+    src = torch.tensor([code(PAIRS[0][0], SOURCE_VOCAB)])
+    tgt = torch.tensor([code(PAIRS[0][1], TARGET_VOCAB)[:-1]])
+    _, decoded = model.decode(tgt, model.encode(src), return_attention=True)
+    for theirs, mine in zip(decoded["cross"], attn["cross"]):
+        torch.testing.assert_close(theirs[..., : mine.size(-1)], mine)
 
 
 @pytest.mark.parametrize("changes", [{}, {"norm_first": False, "positional": "learned", "tie_embeddings": False}])
 def test_cached_decoding_equals_full_decoding(changes):
     model = small_model(**changes)
     src, tgt, src_pad_mask, _ = batch()
+    tgt[0, 3] = PAD_IDX  # a token the model wrote is read as written, even a <pad>: both ways alike
     prompt = model.encode(src, src_pad_mask)
     full = model.decode(tgt, prompt)
     cache = model.new_cache()
