@@ -20,7 +20,7 @@ def test_translate_with_the_decoder_only_model_prints_the_lectures_series():
     assert check_equivalence([written], [data.series_text(data.parse_expression(LECTURE))]) == [OK]
 
 
-@pytest.mark.parametrize("command", [["translate", "sin(x)"], ["evaluate", "--limit", "2"]])
+@pytest.mark.parametrize("command", [["translate", "sin(x)"], ["evaluate", "--limit", "2"], ["figures"]])
 def test_an_unknown_model_is_a_one_line_usage_error(command, tmp_path):
     result = run(*command, "--model", "gpt3", *(["--out", str(tmp_path)] if command == ["figures"] else []))
     assert_one_line_error(result, 2, "--model")
@@ -62,3 +62,15 @@ def test_train_takes_the_decoder_only_model_with_its_own_presets(tmp_path):
     # resuming takes the run's own model; naming the other one is an error
     other = run("train", "--resume", "--model", "encoder-decoder", "--out", str(out))
     assert_one_line_error(other, 2, "decoder-only")
+
+
+def test_figures_of_the_decoder_only_model_draw_its_maps_and_its_curve(tmp_path):
+    out = tmp_path / "figures"
+    result = run("figures", "--model", "decoder-only", "--out", str(out), "--expr", "sin(a*x)", "--kind", "cross",
+                 "--format", "png")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"] == "decoder-only"
+    assert manifest["weights"] == "labutils/weights/decoder_only/model.pt" and manifest["kinds"] == ["cross"]
+    assert {"loss.png", "positional_encoding.png", "sin_a_x_cross.png"} <= set(manifest["files"])
+    assert all((out / name).is_file() for name in manifest["files"])

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from labutils.cli.common import UsageError, add_threads, positive_float, positive_int
+from labutils.cli.common import UsageError, add_model_choice, add_threads, positive_float, positive_int
 
 
 def add_student(parser: argparse.ArgumentParser) -> None:
@@ -69,8 +69,11 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 def add_figures(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="figures", help="folder for the figures and manifest.json")
+    parser.add_argument(
+        "--out", help="folder for the figures and manifest.json (default: figures, or figures/decoder-only)"
+    )
     parser.add_argument("--checkpoint", metavar="PATH", help="weights file or run folder (default: shipped)")
+    add_model_choice(parser, "which shipped model (default: encoder-decoder; with --checkpoint: the file's)")
     parser.add_argument("--expr", nargs="+", metavar="EXPR", help="expressions (default: the lecture's two)")
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds for each sympy check")
     parser.add_argument(
@@ -112,8 +115,9 @@ def run_figures(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, whatever the display
+    from labutils import models
     from labutils.instructor import figures
-    from labutils.model import WeightsError, load_weights
+    from labutils.model import WeightsError
     from labutils.runtime import plan_threads, set_threads
 
     set_threads(plan_threads(args.threads, 1)[0])  # one sympy worker beside the model
@@ -123,12 +127,15 @@ def run_figures(args: argparse.Namespace) -> int:
         if "mp4" in animate and shutil.which("ffmpeg") is None:
             raise UsageError("--animate mp4 needs ffmpeg on the PATH; install it, or use --animate gif")
 
-    out = Path(args.out)
+    kind = args.model or models.DEFAULT_KIND
+    out = Path(args.out or ("figures" if kind == models.DEFAULT_KIND else "figures/decoder-only"))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, expected a folder")
     try:
-        weights = figures.find_weights(args.checkpoint)
-        model = load_weights(weights.path)
+        weights = figures.find_weights(args.checkpoint, kind)
+        model = models.load_weights(weights.path)
+        if args.model and models.kind_of(model) != args.model:
+            raise UsageError(f"--checkpoint {args.checkpoint} holds the {models.kind_of(model)} model, not the {args.model}")
         expressions = figures.read_expressions(args.expr or figures.LECTURE_EXPRESSIONS, model)
     except (WeightsError, ValueError) as error:
         raise UsageError(str(error)) from None

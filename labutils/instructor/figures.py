@@ -28,6 +28,7 @@ import math
 import re
 import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from labutils import __version__, metrics
+from labutils import __version__, metrics, models
 from labutils.data import outside_family, parse_expression
 from labutils.decode import DecodingSteps, Prediction, decoding_steps, describe_series, predict, read_source
 from labutils.files import sha256_of
@@ -46,7 +47,6 @@ from labutils.metrics import Check, SympyChecker
 from labutils.model import (
     Seq2SeqTransformer,
     WeightsError,
-    load_weights,
     scaled_dot_product_attention,
     shipped_weights_path,
     weights_file,
@@ -71,6 +71,7 @@ __all__ = ["LECTURE_EXPRESSIONS", "Weights", "find_weights", "read_expressions",
 LECTURE_EXPRESSIONS = ("tan(h*x)+sinh(g*x)", "cosh(a*x)**3+tanh(b*x)")
 MANIFEST = "manifest.json"
 SHIPPED_NAME = "labutils/weights/model.pt"
+SHIPPED_DECODER_ONLY = "labutils/weights/decoder_only/model.pt"
 DPI = 200
 SVG_SALT = "labutils-figures"  # fixed ids in the SVG files
 ASPECTS = canvas.SLIDES  # "16:9" and "4:3": slide sizes in inches
@@ -100,16 +101,16 @@ class Weights:
         return sha256_of(self.path)
 
 
-def find_weights(checkpoint: str | Path | None = None) -> Weights:
-    """The shipped weights, or those of ``checkpoint`` (a weights file, or a run folder holding best.pt).
+def find_weights(checkpoint: str | Path | None = None, model: str = models.DEFAULT_KIND) -> Weights:
+    """The shipped weights of ``model``, or those of ``checkpoint`` (a weights file, or a run folder's best.pt).
 
     Raises ``WeightsError`` (one line) when there are none.
     """
     if checkpoint is None:
-        path = shipped_weights_path()
+        path = shipped_weights_path(models.check_kind(model))
         if not path.is_file():
             raise WeightsError(f"{path}: the package ships no pretrained weights yet; give --checkpoint PATH")
-        name = SHIPPED_NAME
+        name = SHIPPED_NAME if model == models.DEFAULT_KIND else SHIPPED_DECODER_ONLY
     else:
         path = weights_file(checkpoint)
         name = str(checkpoint)
@@ -176,7 +177,7 @@ def make_figures(
         raise ValueError("an MP4 needs ffmpeg on the PATH; install it, or animate as a GIF only")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = model if model is not None else load_weights(weights.path)
+    model = model if model is not None else models.load_weights(weights.path)
     size = ASPECTS[aspect]
     files: list[str] = []
 
@@ -226,6 +227,7 @@ def make_figures(
             checker.close()
 
     manifest = {
+        "model": models.kind_of(model),
         "weights": weights.name,
         "weights_sha256": weights.sha256(),
         "labutils_version": __version__,
@@ -420,15 +422,17 @@ def _ink(value: float, cmap: str = "RdBu_r") -> str:
     return "white" if abs(value) > 0.6 else "black"
 
 
-def positional_encoding_figure(model: Seq2SeqTransformer, size: tuple[float, float] = ASPECTS["16:9"]):
+def positional_encoding_figure(model: torch.nn.Module, size: tuple[float, float] = ASPECTS["16:9"]):
     """The source side's positional encoding (positions × d_model) beside four of its dimensions as curves.
+
+    The decoder-only model has one encoding, over its whole sequence.
 
     The heatmap's columns are the even dimensions, then the odd ones (sines, then cosines), so that it shows
     smooth bands rather than alternating stripes. The dimensions drawn as curves are slow enough (a
     sinusoidal wavelength of about 20 positions or more) that their values at whole positions trace a
     readable curve, and far enough apart that their arrows do not overlap.
     """
-    encoding = model.src_pos
+    encoding = model.src_pos if hasattr(model, "src_pos") else model.pos
     pe = encoding.pe if hasattr(encoding, "pe") else encoding.embedding.weight.detach()  # (max_len, d_model)
     pe = pe.reshape(-1, pe.shape[-1])
     positions, d_model = pe.shape
@@ -436,7 +440,8 @@ def positional_encoding_figure(model: Seq2SeqTransformer, size: tuple[float, flo
     # The sines (even dimensions), then the cosines (odd): neighbouring columns then vary alike.
     columns = [*range(0, d_model, 2), *range(1, d_model, 2)]
     kind = model.config.positional
-    title = f"{kind} positional encoding of the source: {positions} positions × d_model = {d_model}"
+    side = "the source" if hasattr(model, "src_pos") else "the sequence"
+    title = f"{kind} positional encoding of {side}: {positions} positions × d_model = {d_model}"
     figure, axes = plt.subplots(
         1, 2, figsize=size, layout="constrained", gridspec_kw={"width_ratios": (1.15, 1)}
     )
@@ -449,7 +454,8 @@ def positional_encoding_figure(model: Seq2SeqTransformer, size: tuple[float, flo
 
 def loss_figure(log: Path, name: str, size: tuple[float, float] = ASPECTS["16:9"]):
     """The training curves of the run that made the weights, its stages marked."""
-    who = "the shipped model" if name == SHIPPED_NAME else name
+    shipped = {SHIPPED_NAME: "the shipped model", SHIPPED_DECODER_ONLY: "the shipped decoder-only model"}
+    who = shipped.get(name, name)
     figure, ax = plt.subplots(figsize=size, layout="constrained")
     plot_losses(log, ax=ax, title=f"Training of {who}: loss and validation exact match")
     return figure
@@ -578,7 +584,7 @@ def _sharpest_head(weights: np.ndarray) -> int:
 def _title(what: str, prediction: Prediction, check: Check, timeout: float, columns: int = 72) -> str:
     """What the map is, the expression, whether the model's series is right, the series (and sympy's)."""
     verdict = metrics.verdict_text(check.verdict, timeout, check.detail)
-    lines = [what, f"{prediction.expression}   →   model (greedy): {verdict}"]
+    lines = [*textwrap.wrap(what, columns), f"{prediction.expression}   →   model (greedy): {verdict}"]
     lines += _wrap(f"model: {describe_series(prediction)}", columns)
     if check.verdict != metrics.OK and check.truth:
         lines += _wrap(f"sympy: {check.truth}", columns)
