@@ -150,11 +150,19 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             ),
             "your mask leaves out the position that reads <sep>",
         ),
-        (  # True where the target's code is one the series holds: the source shares many
+        (  # True where the target's code is one the series holds, or <eos>: the source shares many of them
+            _sequence(
+                _RETURN,
+                "    return sequence[:-1], sequence[1:], [c in series_codes or c == EOS_IDX for c in sequence[1:]]",
+            ),
+            "whose target belongs to the prompt (a token of the expression, or <sep>): whether a position counts",
+        ),
+        (  # the same, <eos> forgotten
             _sequence(
                 _RETURN, "    return sequence[:-1], sequence[1:], [c in series_codes for c in sequence[1:]]"
             ),
-            "the loss counts the positions whose target is a token of the series or <eos>, and no other",
+            "it leaves out 1 whose target is a token of the series or <eos>: whether a position counts depends on "
+            "where its target is in the sequence, not on which token it is",
         ),
         (
             _sequence(_MASK, "    loss_mask = [False] * len(source_codes) + [True] * len(series_codes)\n"),
@@ -276,6 +284,12 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
             "return the series as text",
         ),
         (_generate(("torch.tensor([prompt])", "torch.tensor(prompt)")), "the model reads a batch"),
+        (  # the pair that a run returns, left packed
+            _generate(
+                ("hidden, _ = model.run(codes, cache=cache)", "hidden = model.run(codes, cache=cache)")
+            ),
+            "a run of the model returns a pair, the hidden states and the attention weights: unpack it",
+        ),
         (
             _generate(("model.logits(hidden[:, -1]).argmax()", "model.logits(hidden).argmax()")),
             "a code outside the vocabulary reached the model",

@@ -141,7 +141,20 @@ def _mask_hint(got: list, source: str, series: str) -> str:
             "your mask leaves out the position that reads <sep>: it predicts the first token of the series, "
             "which counts"
         )
-    return "the loss counts the positions whose target is a token of the series or <eos>, and no other"
+    in_prompt, missed = sum(got[: n_src + 1]), got[n_src + 1 :].count(False)
+    said = []
+    if in_prompt:
+        said.append(
+            f"your mask counts {in_prompt} position{'s' * (in_prompt > 1)} whose target belongs to the prompt "
+            "(a token of the expression, or <sep>)"
+        )
+    if missed:
+        said.append(f"it leaves out {missed} whose target is a token of the series or <eos>")
+    return (
+        "; ".join(said)
+        + ": whether a position counts depends on where its target is in the sequence, not on "
+        "which token it is"
+    )
 
 
 def _mask_problem(got, expected: list[bool]) -> str | None:
@@ -395,6 +408,8 @@ def _explain_generate(args: tuple, error: str) -> str | None:
         )
     if "Dimension out of range" in error:
         return "the model reads a batch: codes of shape (1, L), one row of L positions"
+    if "not tuple" in error or "tuple indices" in error or "'tuple' object" in error:
+        return "a run of the model returns a pair, the hidden states and the attention weights: unpack it"
     return None
 
 
