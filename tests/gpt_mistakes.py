@@ -292,7 +292,7 @@ MISTAKES: dict[str, list[tuple[str, str]]] = {
         ),
         (
             _generate(("model.logits(hidden[:, -1]).argmax()", "model.logits(hidden).argmax()")),
-            "a code outside the vocabulary reached the model",
+            "a code outside the target vocabulary reached the model",
         ),
         (_generate(("for _ in range(max_len):", "while True:")), "the loop went on past max_len"),
         (

@@ -13,6 +13,7 @@ from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short, value_problem
 from labutils.checks.core import Case, exercise, hidden_test, integer, pick
 from labutils.checks.training import PAIRS
+from labutils.checks.translation import DECODERS, explain_greedy, fail_if_asked_after_eos
 from labutils.gpt import SEP_IDX, SEQUENCE_VOCAB
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB, tokenize
 
@@ -393,47 +394,26 @@ def _generate_cases() -> dict[str, Case]:
 
 
 def _explain_generate(args: tuple, error: str) -> str | None:
-    """Exceptions of typical mistakes: more positions than the model has, a flattened argmax, one row."""
-    model, max_len = args
+    """Exceptions of typical mistakes: more positions than the model has, one row, a pair left packed."""
+    _, max_len = args
     if "does not fit: this model encodes at most" in error:
         return (
             f"more positions reached the model than the prompt and max_len = {max_len} new tokens make: "
             "the loop went on past max_len, or each step fed the cache positions it already holds"
         )
-    if "index out of range" in error:
-        return (
-            "a code outside the vocabulary reached the model: an argmax over the logits of every position "
-            "at once returns a position in the flattened tensor; the next token is the argmax over the "
-            "vocabulary at the last position"
-        )
     if "Dimension out of range" in error:
         return "the model reads a batch: codes of shape (1, L), one row of L positions"
     if "not tuple" in error or "tuple indices" in error or "'tuple' object" in error:
         return "a run of the model returns a pair, the hidden states and the attention weights: unpack it"
-    return None
+    return explain_greedy(args, error)  # those of notebook 6's loop: past max_len, a flattened argmax
 
 
-_GENERATE_REPLACES = (
-    "labutils.decode.greedy_decode",
-    "labutils.decode.translate",
-    "labutils.decode.beam_search",
-    "labutils.decode.translate_beams",
-)
-
-
-@exercise(
-    "07_gpt.greedy_generate", "7.2", 2, _GENERATE_REPLACES, cases=_generate_cases, explain=_explain_generate
-)
+@exercise("07_gpt.greedy_generate", "7.2", 2, DECODERS, cases=_generate_cases, explain=_explain_generate)
 def greedy_generate(args: tuple, got: list) -> str:
     model, max_len = args
     for source, returned in zip(_SOURCES, got, strict=True):
         what = f"greedy_generate(model, {source!r}, max_len={max_len})"
-        if returned["calls_after_eos"]:
-            n = returned["calls_after_eos"]
-            fail(
-                f"{what}: after the model wrote <eos>, it was asked for {n} more token{'s' if n > 1 else ''}. "
-                "Hint: the series ends at the first <eos>, so generation stops as soon as the model writes it"
-            )
+        fail_if_asked_after_eos(what, returned["calls_after_eos"], "generation")
         text = returned["text"]
         if not isinstance(text, str):
             fail(f"{what} returned {type(text).__name__} {short(text)}. Hint: return the series as text")

@@ -113,7 +113,7 @@ def _greedy_cases() -> dict[str, Case]:
     return {name: Case(args, call=_translate_each_source) for name, args in models.items()}
 
 
-def _explain_greedy(args: tuple, error: str) -> str | None:
+def explain_greedy(args: tuple, error: str) -> str | None:
     """Exceptions of typical mistakes: a loop that ignores max_len, an argmax over every position at once."""
     model, max_len = args
     if "positions, more than this model's" in error:
@@ -130,7 +130,18 @@ def _explain_greedy(args: tuple, error: str) -> str | None:
     return None
 
 
-_GREEDY_REPLACES = (
+def fail_if_asked_after_eos(what: str, calls_after_eos: int, stopping: str) -> None:
+    """Fail when the answer asked the model for tokens after it wrote ``<eos>`` (a hook on its output counts)."""
+    if calls_after_eos:
+        n = calls_after_eos
+        fail(
+            f"{what}: after the model wrote <eos>, it was asked for {n} more token{'s' if n > 1 else ''}. "
+            f"Hint: the series ends at the first <eos>, so {stopping} stops as soon as the model writes it"
+        )
+
+
+#: The package's decoding functions, switched off while a greedy decoding loop of a student's runs.
+DECODERS = (
     "labutils.decode.greedy_decode",
     "labutils.decode.translate",
     "labutils.decode.beam_search",
@@ -142,20 +153,15 @@ _GREEDY_REPLACES = (
     "06_translation.greedy_translate",
     "6.1",
     2,
-    _GREEDY_REPLACES,
+    DECODERS,
     cases=_greedy_cases,
-    explain=_explain_greedy,
+    explain=explain_greedy,
 )
 def greedy_translate(args: tuple, got: list) -> str:
     model, max_len = args
     for source, returned in zip(_SOURCES, got, strict=True):
         what = f"greedy_translate(model, {source!r}, max_len={max_len})"
-        if returned["calls_after_eos"]:
-            n = returned["calls_after_eos"]
-            fail(
-                f"{what}: after the model wrote <eos>, it was asked for {n} more token{'s' if n > 1 else ''}. "
-                "Hint: the series ends at the first <eos>, so decoding stops as soon as the model writes it"
-            )
+        fail_if_asked_after_eos(what, returned["calls_after_eos"], "decoding")
         series, expected = returned["text"], _decode.translate(model, [source], max_len=max_len)[0]
         if not isinstance(series, str):
             fail(f"{what} returned {type(series).__name__} {short(series)}. Hint: return the series as text")
