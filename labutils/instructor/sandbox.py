@@ -210,7 +210,9 @@ class View:
         if self.mode != "bwrap":
             return kernel
         tmp = ["--size", str(int(self.memory_mb * 1_000_000)), "--tmpfs", "/tmp"]
-        options = [*_system_binds(), *_python_binds(), "--proc", "/proc", "--dev", "/dev", *tmp]
+        # The private /tmp first: what is bound after it (an environment or a checkout under /tmp, the
+        # package's copy) is mounted on top of it instead of being hidden by it.
+        options = [*_system_binds(), "--proc", "/proc", "--dev", "/dev", *tmp, *_python_binds()]
         options += ["--dir", "/tmp/home", "--setenv", "HOME", "/tmp/home"]
         # The kernel's parent in the sandbox is its init (pid 1): ipykernel must not take that for its parent
         # having exited. The process namespace ends the kernel with its supervisor instead.
