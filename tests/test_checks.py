@@ -1950,3 +1950,23 @@ def test_the_guard_tells_package_code_from_the_code_that_runs_answers_by_file():
     for name in ("labutils.checks.core", "labutils.checks.attention", "labutils.instructor.grading"):
         assert module(importlib.import_module(name).__file__) is None, name
     assert module(__file__) is None
+
+
+def test_a_hidden_tests_pair_is_drawn_again_when_the_family_rejects_it_or_its_series_is_too_long(monkeypatch):
+    import random
+
+    from labutils import data
+    from labutils.checks.core import family_pair
+
+    real, calls = data.pair_of, []
+
+    def rejects_the_first(draw):
+        calls.append(draw)
+        if len(calls) == 1:
+            raise data.Rejected("does not depend on x")
+        return real(draw)
+
+    monkeypatch.setattr(data, "pair_of", rejects_the_first)
+    source, series = family_pair(random.Random(3), max_series_tokens=20)
+    assert len(calls) >= 2 and (source, series) == real(calls[-1])
+    assert len(labutils.tokenize(series)) <= 20

@@ -8,7 +8,7 @@ import torch
 
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, fresh, hidden_test, integer, pick
+from labutils.checks.core import Case, exercise, family_pair, fresh, hidden_test, integer, pick
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
 #: The slide's example ``tan(hx)+sinh(gx)``, coded and delimited.
@@ -304,9 +304,7 @@ def _random_codes(generator, low: int, high: int) -> list[int]:
 def unseen_text(generator) -> Case:
     import random
 
-    from labutils import data as _data
-
-    source, series = _data.pair_of(_data.draw(random.Random(integer(generator, 0, 2**31))))
+    source, series = family_pair(random.Random(integer(generator, 0, 2**31)))
     text, vocab = pick(generator, [(source, SOURCE_VOCAB), (series, TARGET_VOCAB)])
     return Case((text, dict(vocab.stoi)))
 

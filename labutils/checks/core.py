@@ -374,6 +374,24 @@ def pick(generator: torch.Generator, options: list):
     return options[integer(generator, 0, len(options) - 1)]
 
 
+def family_pair(rng, max_series_tokens: int | None = None) -> tuple[str, str]:
+    """A hidden test's (source, series) pair of the family, drawn with ``rng`` (a ``random.Random``).
+
+    A draw the family rejects (``sin(a*x)-sin(a*x)`` does not depend on x), or one whose series has more
+    than ``max_series_tokens`` tokens, is drawn again.
+    """
+    from labutils import data
+    from labutils.tokens import tokenize
+
+    while True:
+        try:
+            source, series = data.pair_of(data.draw(rng))
+        except data.Rejected:
+            continue
+        if max_series_tokens is None or len(tokenize(series)) <= max_series_tokens:
+            return source, series
+
+
 def hidden_generator(secret: int, grade_id: str, name: str) -> torch.Generator:
     """The generator of one hidden test: the same for every submission of one grading run, unguessable."""
     digest = hashlib.sha256(f"{secret}:{grade_id}:{name}".encode()).digest()

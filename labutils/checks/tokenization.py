@@ -7,7 +7,7 @@ from collections import Counter
 
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, hidden_test, integer, pick
+from labutils.checks.core import Case, exercise, family_pair, hidden_test, integer, pick
 from labutils.tokens import SOURCE_VOCAB
 
 # ------------------------------------------------------------------------------------------ 1.1 split_tokens
@@ -398,9 +398,7 @@ def _random_pair(generator) -> tuple[str, str]:
     """A (source, series) pair of the data set's family that no notebook shows."""
     import random
 
-    from labutils import data as _data
-
-    return _data.pair_of(_data.draw(random.Random(integer(generator, 0, 2**31))))
+    return family_pair(random.Random(integer(generator, 0, 2**31)))
 
 
 @hidden_test(
