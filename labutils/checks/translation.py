@@ -11,7 +11,7 @@ from labutils import decode as _decode
 from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, hidden_test, integer, pick, tiny_model
+from labutils.checks.core import Case, exercise, family_pair, hidden_test, integer, pick, tiny_model
 from labutils.checks.training import PAIRS
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
@@ -275,14 +275,5 @@ def any_model_and_limit(generator) -> Case:
 def any_pair(generator) -> Case:
     import random
 
-    from labutils import data as _data
-
-    rng = random.Random(integer(generator, 0, 2**31))
-    while True:  # a draw the family rejects (sin(a*x)-sin(a*x) does not depend on x) is drawn again
-        try:
-            source, series = _data.pair_of(_data.draw(rng))
-        except _data.Rejected:
-            continue
-        if len(_tokens.tokenize(series)) < 60:  # the small model's max_tgt_len is 64
-            break
+    source, series = family_pair(random.Random(integer(generator, 0, 2**31)), 59)  # the small model: 64
     return Case((_steering_model(integer(generator, 0, 2**31), 0.0), source, series))
