@@ -469,11 +469,7 @@ def heatmap_figure(
     size: tuple[float, float] = ASPECTS["16:9"],
 ):
     """One head of the last layer: the sharpest one (lowest mean entropy of its rows)."""
-    maps = prediction.attention[kind]
-    layer = len(maps) - 1
-    head = _sharpest_head(maps[layer][0].numpy())
-    n_heads = maps[layer].shape[1]
-    what = f"{title_of(kind, prediction.attention)}, layer {layer + 1} of {len(maps)}, head {head + 1} (the sharpest of {n_heads})"
+    layer, head, what = _sharpest_of_last_layer(prediction, kind)
     title = _title(what, prediction, check, timeout, _columns(size))
     figure, ax = plt.subplots(figsize=size, layout="constrained")
     rows = _rows(prediction, kind)
@@ -526,15 +522,8 @@ def lines_figure(
     size: tuple[float, float] = ASPECTS["16:9"],
 ):
     """The line view of one head of the last layer, the sharpest (as :func:`heatmap_figure` chooses it)."""
-    maps = prediction.attention[kind]
-    layer = len(maps) - 1
-    head = _sharpest_head(maps[layer][0].numpy())
-    n_heads = maps[layer].shape[1]
-    what = (
-        f"{title_of(kind, prediction.attention)}, layer {layer + 1} of {len(maps)}, head {head + 1} "
-        f"(the sharpest of {n_heads}): line opacity = attention weight"
-    )
-    title = _title(what, prediction, check, timeout, _columns(size))
+    layer, head, what = _sharpest_of_last_layer(prediction, kind)
+    title = _title(f"{what}: line opacity = attention weight", prediction, check, timeout, _columns(size))
     figure, ax = plt.subplots(figsize=size, layout="constrained")
     rows = _rows(prediction, kind)
     plot_attention_lines(prediction.attention, kind=kind, layer=layer, head=head, ax=ax, title=title, **rows)
@@ -572,6 +561,18 @@ def step_figure(steps: DecodingSteps, size: tuple[float, float] = ASPECTS["16:9"
 def _columns(size: tuple[float, float]) -> int:
     """Characters per title line that fit the slide's width at the title's size."""
     return int(size[0] * 72 / (0.6 * (canvas.SLIDE_TEXT + 2))) - 8
+
+
+def _sharpest_of_last_layer(prediction: Prediction, kind: str) -> tuple[int, int, str]:
+    """The last layer of ``kind``, its sharpest head, and the words that name them on a slide."""
+    maps = prediction.attention[kind]
+    layer = len(maps) - 1
+    head = _sharpest_head(maps[layer][0].numpy())
+    what = (
+        f"{title_of(kind, prediction.attention)}, layer {layer + 1} of {len(maps)}, head {head + 1} "
+        f"(the sharpest of {maps[layer].shape[1]})"
+    )
+    return layer, head, what
 
 
 def _sharpest_head(weights: np.ndarray) -> int:
