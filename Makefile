@@ -90,6 +90,7 @@ artifacts: install-dev
 benchmarks: install
 	$(PY) benchmarks/bench_series.py
 	$(PY) benchmarks/bench_decode.py
+	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_model_throughput.py
 	$(PY) benchmarks/bench_grading.py
 	$(PY) benchmarks/bench_threads.py
