@@ -99,6 +99,11 @@ def randn(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+#: Tokens of the longest series a hidden test gives the small model of :func:`tiny_model` (``max_tgt_len`` 64,
+#: ``<sos>`` and ``<eos>`` included).
+TINY_SERIES_TOKENS = 59
+
+
 def tiny_model(**changes) -> Seq2SeqTransformer:
     """A small random model in eval mode for the cases (``changes``: other ModelConfig fields)."""
     fields = dict(

@@ -10,7 +10,17 @@ import torch.nn.functional as F
 
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, family_pair, fresh, hidden_test, integer, pick, tiny_model
+from labutils.checks.core import (
+    TINY_SERIES_TOKENS,
+    Case,
+    exercise,
+    family_pair,
+    fresh,
+    hidden_test,
+    integer,
+    pick,
+    tiny_model,
+)
 from labutils.tokens import PAD_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
 # ---------------------------------------------------------------------------------- 5.3 teacher_forcing_loss
@@ -371,9 +381,6 @@ def training_step(args: tuple, got: dict) -> str:
 # Inputs the grader draws from the secret of its grading run: they vary what the visible cases fix.
 
 
-_SMALL_SERIES = 59  # tokens at most: with <sos> and <eos>, within the small model's max_tgt_len (64)
-
-
 def _padding(generator, B: int, L: int) -> torch.Tensor:
     """(B, L): True at the last positions of some rows, never the whole row."""
     lengths = [integer(generator, 1, L) for _ in range(B)]
@@ -385,7 +392,7 @@ def any_batch(generator) -> Case:
     import random
 
     rng = random.Random(integer(generator, 0, 2**31))
-    pairs = [family_pair(rng, _SMALL_SERIES) for _ in range(integer(generator, 1, 3))]
+    pairs = [family_pair(rng, TINY_SERIES_TOKENS) for _ in range(integer(generator, 1, 3))]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(integer(generator, 0, 2**31))
         model = tiny_model()
@@ -400,7 +407,7 @@ def any_step_and_batch(generator) -> Case:
     import random
 
     rng = random.Random(integer(generator, 0, 2**31))
-    pairs = [family_pair(rng, _SMALL_SERIES) for _ in range(integer(generator, 1, 3) + 1)]
+    pairs = [family_pair(rng, TINY_SERIES_TOKENS) for _ in range(integer(generator, 1, 3) + 1)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(integer(generator, 0, 2**31))
         model = _with_old_gradients(tiny_model(), _batch_of(pairs[:1]))

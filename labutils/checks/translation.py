@@ -11,7 +11,16 @@ from labutils import decode as _decode
 from labutils import model as _model
 from labutils import tokens as _tokens
 from labutils.checks.compare import expect, fail, short
-from labutils.checks.core import Case, exercise, family_pair, hidden_test, integer, pick, tiny_model
+from labutils.checks.core import (
+    TINY_SERIES_TOKENS,
+    Case,
+    exercise,
+    family_pair,
+    hidden_test,
+    integer,
+    pick,
+    tiny_model,
+)
 from labutils.checks.training import PAIRS
 from labutils.tokens import EOS_IDX, PAD_IDX, SOS_IDX, SOURCE_VOCAB, TARGET_VOCAB
 
@@ -275,5 +284,5 @@ def any_model_and_limit(generator) -> Case:
 def any_pair(generator) -> Case:
     import random
 
-    source, series = family_pair(random.Random(integer(generator, 0, 2**31)), 59)  # the small model: 64
+    source, series = family_pair(random.Random(integer(generator, 0, 2**31)), TINY_SERIES_TOKENS)
     return Case((_steering_model(integer(generator, 0, 2**31), 0.0), source, series))

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from labutils.files import atomic_write
 from labutils import models
+from labutils.files import atomic_write
 from labutils.model import WeightsError, save_weights, weights_file
 from labutils.train.config import TrainConfig
 
