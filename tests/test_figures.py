@@ -325,6 +325,17 @@ def test_an_mp4_needs_ffmpeg(checkpoint, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("aspect", "pixels"), [("16:9", (1920, 1080)), ("4:3", (1440, 1080))])
+def test_a_slide_at_the_mp4s_resolution_is_full_hd(tmp_path, aspect, pixels):
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=figures.ASPECTS[aspect])
+    figure.savefig(tmp_path / "frame.png", dpi=figures.ANIMATION_DPI["mp4"])
+    plt.close(figure)
+    with Image.open(tmp_path / "frame.png") as frame:
+        assert frame.size == pixels  # H.264 wants even sides: an odd width would lose a column
+
+
 @pytest.mark.parametrize("ffmpeg", [True, False])
 def test_animate_without_a_format_makes_a_gif_and_an_mp4_when_ffmpeg_is_there(
     checkpoint, tmp_path, monkeypatch, capsys, ffmpeg

@@ -82,7 +82,7 @@ VIEWS = ("matrix", "lines", "model")
 #: The step-through's animations: a GIF always can be made, an MP4 needs ffmpeg on the PATH.
 ANIMATIONS = ("gif", "mp4")
 #: Pixels per inch of the step-through: a GIF at 80 (1066 × 600 for 16:9, under 1 MB for the lecture's
-#: examples), an MP4 at 144 (1920 × 1080, full HD).
+#: examples), an MP4 at 144 (1920 × 1080, full HD, for 16:9).
 ANIMATION_DPI = {"gif": 80, "mp4": 144}
 
 

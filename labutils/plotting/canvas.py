@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 CELLS = {"aspect": "auto", "interpolation": "nearest"}  # imshow: one sharp rectangle per array entry
-#: Slide sizes in inches (PowerPoint's and Keynote's 16:9 and 4:3 pages).
-SLIDES = {"16:9": (13.33, 7.5), "4:3": (10.0, 7.5)}
+#: Slide sizes in inches (PowerPoint's and Keynote's 16:9 and 4:3 pages): 13.33 is 40/3, so that 16:9 is
+#: exact (1920 × 1080 pixels at 144 dpi).
+SLIDES = {"16:9": (40 / 3, 7.5), "4:3": (10.0, 7.5)}
 #: The smallest text on a slide, in points: what still reads from the back of a lecture hall.
 SLIDE_TEXT = 12.0
 _smallest = [0.0]  # the smallest text size now asked for (0: the plots' own sizes)
