@@ -326,7 +326,7 @@ def test_an_mp4_needs_ffmpeg(checkpoint, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(("aspect", "pixels"), [("16:9", (1920, 1080)), ("4:3", (1440, 1080))])
-def test_a_slide_at_the_mp4s_resolution_is_full_hd(tmp_path, aspect, pixels):
+def test_a_slide_at_the_mp4s_dpi_has_its_exact_pixel_size(tmp_path, aspect, pixels):
     import matplotlib.pyplot as plt
 
     figure = plt.figure(figsize=figures.ASPECTS[aspect])
